@@ -1,0 +1,1 @@
+"""Data layer: readers of the ``mmkg`` layout, the in-memory pair, features and splits."""

@@ -1,0 +1,198 @@
+"""From a dataset config (``conf/dataset/*.yaml``) and a data root to a validated :class:`KGPair`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mmea_lightning.data.errors import DataFormatError
+from mmea_lightning.data.pair import KGPair
+from mmea_lightning.data.readers import (
+    name_from_uri,
+    read_attribute_keys,
+    read_entity_ids,
+    read_image_features,
+    read_links,
+    read_mid2name,
+    read_numeric_triples,
+    read_translated_names,
+    read_triples,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DatasetSpec:
+    """Where the files of one benchmark pair are, relative to the data root.
+
+    Attributes:
+        name: the dataset's name (the config file's name).
+        folder: the pair's folder (``ent_ids_*``, ``triples_*``, ``ill_ent_ids``, ``training_attrs_*``).
+        default_seed_ratio: the share of gold links used for training in the published protocol.
+        attributes: attribute-key files inside ``folder``; a missing one is recorded, not an error.
+        numeric: numeric-triple files relative to the root (mmkb); a missing one is recorded.
+        names_json: DBP15K translated-name JSON relative to the root, or ``None``.
+        mid2name: mmkb ``FB15K_mid2name.txt`` relative to the root, or ``None``.
+        names_from_uri: fall back on the URI's local name where it is readable.
+        images: image-feature pickle relative to the root; when absent the visual modality is absent.
+        generator: ``"toy"`` for the embedded default pair, generated into the root when missing.
+        expected_counts: the counts of the data README's table (checked by the tests, logged on mismatch).
+    """
+
+    name: str
+    folder: str
+    default_seed_ratio: float = 0.3
+    attributes: Sequence[str] = ("training_attrs_1", "training_attrs_2")
+    numeric: Sequence[str] = ()
+    names_json: str | None = None
+    mid2name: str | None = None
+    names_from_uri: bool = True
+    images: str | None = None
+    generator: str | None = None
+    expected_counts: Mapping[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, cfg: Mapping) -> DatasetSpec:
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(cfg) - known)
+        if unknown:
+            raise ValueError(f"dataset config has unknown keys {unknown}; known keys: {sorted(known)}")
+        return cls(**{k: (list(v) if isinstance(v, Sequence) and not isinstance(v, str) else v)
+                      for k, v in cfg.items()})
+
+
+def resolve_root(spec: DatasetSpec, data_dir: str | Path | None, cache_dir: str | Path | None) -> Path:
+    """The data root of ``spec``: the generated toy root, or ``data_dir`` (which must then be given)."""
+    if spec.generator == "toy":
+        from mmea_lightning.data.toy import generate_toy_pair
+
+        root = Path(data_dir) if data_dir else Path(cache_dir or ".cache") / "toy"
+        if not (root / spec.folder / "ill_ent_ids").is_file():
+            generate_toy_pair(root)
+        return root
+    if spec.generator is not None:
+        raise ValueError(f"dataset {spec.name!r}: unknown generator {spec.generator!r} (known: 'toy').")
+    if not data_dir:
+        raise ValueError(
+            f"dataset {spec.name!r} reads real data: pass data_dir=<mmkg root> (e.g. data_dir=../shared/data) "
+            "or set MMEA_DATA_DIR; README.md, section 'Data', says where to download the release."
+        )
+    root = Path(data_dir).expanduser()
+    if not (root / spec.folder).is_dir():
+        raise DataFormatError(root / spec.folder, f"dataset folder of {spec.name!r} not found under data_dir.",
+                              fix=f"point data_dir at the mmkg root that holds '{spec.folder}'.")
+    return root
+
+
+def load_pair(spec: DatasetSpec, root: str | Path) -> KGPair:
+    """Read and validate every file of ``spec`` under ``root``."""
+    root = Path(root)
+    folder = root / spec.folder
+    files: dict[str, str] = {}
+    notes: list[str] = []
+
+    ids1, uris1 = read_entity_ids(folder / "ent_ids_1")
+    ids2, uris2 = read_entity_ids(folder / "ent_ids_2")
+    files.update(ent_ids_1=str(folder / "ent_ids_1"), ent_ids_2=str(folder / "ent_ids_2"))
+    all_ids = np.concatenate([ids1, ids2])
+    num_entities = len(all_ids)
+    if np.intersect1d(ids1, ids2).size:
+        clash = int(np.intersect1d(ids1, ids2)[0])
+        raise DataFormatError(folder / "ent_ids_2", f"entity id {clash} is also used in ent_ids_1.",
+                              fix="ids are global across the pair: KG1 and KG2 ids must not collide.")
+    if all_ids.min() != 0 or all_ids.max() != num_entities - 1:
+        raise DataFormatError(folder / "ent_ids_2", f"entity ids of the pair are not contiguous 0..{num_entities - 1} "
+                              f"(found {all_ids.min()}..{all_ids.max()}).",
+                              fix="renumber the entities of both graphs as one range starting at 0.")
+    uris: list[str] = [""] * num_entities
+    for ent, uri in zip(all_ids.tolist(), uris1 + uris2):
+        uris[ent] = uri
+    uri_to_id = {uri: ent for ent, uri in enumerate(uris)}
+    if len(uri_to_id) != num_entities:
+        notes.append("some URIs are shared by several ids; URI-keyed files map to the last of them")
+
+    triples1 = read_triples(folder / "triples_1", ids1, num_entities)
+    triples2 = read_triples(folder / "triples_2", ids2, num_entities)
+    files.update(triples_1=str(folder / "triples_1"), triples_2=str(folder / "triples_2"))
+    links = read_links(folder / "ill_ent_ids", ids1, ids2, num_entities)
+    files["ill_ent_ids"] = str(folder / "ill_ent_ids")
+    num_relations = int(max(triples1[:, 1].max(initial=-1), triples2[:, 1].max(initial=-1)) + 1)
+
+    attr_pairs: list[tuple[int, str]] = []
+    for name in spec.attributes:
+        path = folder / name
+        if not path.is_file():
+            notes.append(f"attribute file {name} absent")
+            continue
+        pairs, skipped = read_attribute_keys(path, uri_to_id)
+        attr_pairs.extend(pairs)
+        files[f"attributes:{name}"] = str(path)
+        if skipped:
+            notes.append(f"{name}: {skipped} lines skipped (URI not in the pair)")
+    attribute_names = sorted({key for _, key in attr_pairs})
+    attr_index = {key: k for k, key in enumerate(attribute_names)}
+    attribute_pairs = np.asarray([(e, attr_index[k]) for e, k in attr_pairs], dtype=np.int64).reshape(-1, 2)
+
+    numeric_rows: list[tuple[int, str, float]] = []
+    for rel in spec.numeric:
+        path = root / rel
+        if not path.is_file():
+            notes.append(f"numeric file {rel} absent")
+            continue
+        rows, skipped = read_numeric_triples(path, uri_to_id)
+        numeric_rows.extend(rows)
+        files[f"numeric:{rel}"] = str(path)
+        if skipped:
+            notes.append(f"{rel}: {skipped} lines skipped (URI not in the pair)")
+    numeric_attribute_names = sorted({a for _, a, _ in numeric_rows})
+    num_index = {a: k for k, a in enumerate(numeric_attribute_names)}
+
+    names: list[str | None] = [None] * num_entities
+    if spec.names_from_uri:
+        names = [name_from_uri(uri) for uri in uris]
+    if spec.mid2name:
+        for ent, name in read_mid2name(root / spec.mid2name, uri_to_id).items():
+            names[ent] = name
+        files["mid2name"] = str(root / spec.mid2name)
+    if spec.names_json:
+        for ent, name in read_translated_names(root / spec.names_json, num_entities).items():
+            names[ent] = name
+        files["names_json"] = str(root / spec.names_json)
+
+    image_features = None
+    if spec.images and (root / spec.images).is_file():
+        image_features = read_image_features(root / spec.images, num_entities)
+        files["images"] = str(root / spec.images)
+    else:
+        notes.append("no image features: the visual modality is absent")
+
+    pair = KGPair(
+        name=spec.name,
+        uris=uris,
+        kg1_ids=np.sort(ids1),
+        kg2_ids=np.sort(ids2),
+        triples1=triples1,
+        triples2=triples2,
+        num_relations=num_relations,
+        gold_links=links,
+        attribute_pairs=attribute_pairs,
+        attribute_names=attribute_names,
+        numeric_entities=np.asarray([e for e, _, _ in numeric_rows], dtype=np.int64),
+        numeric_attributes=np.asarray([num_index[a] for _, a, _ in numeric_rows], dtype=np.int64),
+        numeric_values=np.asarray([v for _, _, v in numeric_rows], dtype=np.float64),
+        numeric_attribute_names=numeric_attribute_names,
+        names=names,
+        image_features=image_features,
+        files=files,
+        notes=notes,
+    )
+    counts = pair.counts()
+    mismatched = {k: (counts[k], v) for k, v in spec.expected_counts.items() if counts.get(k) != v}
+    if mismatched:
+        log.warning("dataset %s: counts differ from the published table (found, expected): %s", spec.name, mismatched)
+    return pair

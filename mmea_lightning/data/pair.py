@@ -1,0 +1,80 @@
+"""The typed in-memory view of one knowledge-graph pair, as read from the ``mmkg`` layout."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class KGPair:
+    """Two knowledge graphs over one global id space ``0..num_entities-1``.
+
+    Arrays are int64 unless said otherwise.
+
+    Attributes:
+        name: dataset name (e.g. ``fbdb15k``).
+        uris: ``uris[i]`` is the URI of entity ``i``.
+        kg1_ids / kg2_ids: sorted ids of the source / target graph's entities.
+        triples1 / triples2: ``(T, 3)`` ``head, relation, tail`` of each graph.
+        num_relations: one more than the largest relation id seen.
+        gold_links: ``(L, 2)`` ``kg1_id, kg2_id`` -- the whole gold alignment, in file order.
+        attribute_pairs: ``(P, 2)`` ``entity_id, attribute_index`` -- attribute keys (no values).
+        attribute_names: ``attribute_names[k]`` names attribute index ``k``.
+        numeric_entities / numeric_attributes / numeric_values: parallel arrays, one numeric triple each
+            (``numeric_values`` float64; ``numeric_attributes`` index ``numeric_attribute_names``).
+        names: ``names[i]`` is the surface name of entity ``i`` or ``None`` when unknown.
+        image_features: ``dict[entity_id -> float32 vector]``, or ``None`` when no image feature file exists.
+        files: the files actually read (role -> path), for provenance and cache keys.
+        notes: human-readable remarks made while reading (e.g. lines skipped for unknown URIs).
+    """
+
+    name: str
+    uris: list[str]
+    kg1_ids: np.ndarray
+    kg2_ids: np.ndarray
+    triples1: np.ndarray
+    triples2: np.ndarray
+    num_relations: int
+    gold_links: np.ndarray
+    attribute_pairs: np.ndarray
+    attribute_names: list[str]
+    numeric_entities: np.ndarray
+    numeric_attributes: np.ndarray
+    numeric_values: np.ndarray
+    numeric_attribute_names: list[str]
+    names: list[str | None]
+    image_features: dict[int, np.ndarray] | None
+    files: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def num_entities(self) -> int:
+        return len(self.uris)
+
+    @property
+    def triples(self) -> np.ndarray:
+        """All triples of both graphs, ``(T1 + T2, 3)``."""
+        return np.concatenate([self.triples1, self.triples2], axis=0)
+
+    def counts(self) -> dict[str, int]:
+        """The figures of the data README's table."""
+        return {
+            "kg1_entities": len(self.kg1_ids),
+            "kg2_entities": len(self.kg2_ids),
+            "kg1_triples": len(self.triples1),
+            "kg2_triples": len(self.triples2),
+            "gold_links": len(self.gold_links),
+        }
+
+    def available_modalities(self) -> dict[str, bool]:
+        """Which raw modalities this pair really carries (an absent one is never faked)."""
+        return {
+            "structure": len(self.triples1) + len(self.triples2) > 0,
+            "relation": len(self.triples1) + len(self.triples2) > 0,
+            "attribute": len(self.attribute_pairs) > 0,
+            "numeric": len(self.numeric_values) > 0,
+            "image": bool(self.image_features),
+            "name": any(n for n in self.names),
+        }

@@ -1,0 +1,259 @@
+"""Readers for every file of the ``mmkg`` layout (see ``../shared/data/README.md`` for the formats).
+
+Each reader validates strictly: a malformed line, an id outside the entity files, a duplicate gold link or a
+missing file raise :class:`DataFormatError` naming the file, the line and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from mmea_lightning.data.errors import DataFormatError
+
+_DATE = re.compile(r"^(-?[0-9][0-9#]{0,5})-([0-9#]{1,2})-([0-9#]{1,2})(?:[T ].*)?$")
+
+
+def _require(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise DataFormatError(
+            path,
+            f"{what} file is missing.",
+            fix="check data_dir (it must point at the mmkg root holding this dataset's folder) "
+            "or download the benchmark release described in README.md (section 'Data').",
+        )
+    return path
+
+
+def _lines(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """Yield ``(line_number, tab_fields)`` for each non-empty line (1-based numbers)."""
+    with open(path, encoding="utf-8") as handle:
+        for number, raw in enumerate(handle, start=1):
+            line = raw.rstrip("\n").rstrip("\r")
+            if line.strip():
+                yield number, line.split("\t")
+
+
+def _int(path: Path, number: int, text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise DataFormatError(path, f"{what} {text!r} is not an integer.", line=number,
+                              fix="every id column must be a base-10 integer.") from None
+
+
+def read_entity_ids(path: str | Path) -> tuple[np.ndarray, list[str]]:
+    """``id<TAB>uri`` lines -> ``(ids (E,), uris)`` in file order."""
+    path = _require(Path(path), "entity id")
+    ids: list[int] = []
+    uris: list[str] = []
+    seen: dict[int, int] = {}
+    for number, fields in _lines(path):
+        if len(fields) != 2:
+            raise DataFormatError(path, f"expected 2 tab-separated fields (id, uri), found {len(fields)}.",
+                                  line=number, fix="write one 'id<TAB>uri' record per line.")
+        ent = _int(path, number, fields[0], "entity id")
+        if ent in seen:
+            raise DataFormatError(path, f"entity id {ent} already defined on line {seen[ent]}.", line=number,
+                                  fix="give every entity one unique id.")
+        seen[ent] = number
+        ids.append(ent)
+        uris.append(fields[1])
+    if not ids:
+        raise DataFormatError(path, "no entities.", fix="the entity file must list at least one entity.")
+    return np.asarray(ids, dtype=np.int64), uris
+
+
+def read_triples(path: str | Path, valid_ids: np.ndarray, num_entities: int) -> np.ndarray:
+    """``head<TAB>relation<TAB>tail`` -> ``(T, 3)``; heads/tails must belong to ``valid_ids`` (this graph)."""
+    path = _require(Path(path), "triple")
+    valid = np.zeros(num_entities, dtype=bool)
+    valid[valid_ids] = True
+    rows: list[tuple[int, int, int]] = []
+    for number, fields in _lines(path):
+        if len(fields) != 3:
+            raise DataFormatError(path, f"expected 3 tab-separated fields (head, relation, tail), found "
+                                  f"{len(fields)}.", line=number, fix="write 'head<TAB>relation<TAB>tail' ids.")
+        h, r, t = (_int(path, number, f, what) for f, what in zip(fields, ("head", "relation", "tail")))
+        for ent, role in ((h, "head"), (t, "tail")):
+            if not (0 <= ent < num_entities and valid[ent]):
+                raise DataFormatError(path, f"{role} id {ent} is not an entity of this graph's ent_ids file.",
+                                      line=number, fix="use ids defined in the matching ent_ids_* file.")
+        if r < 0:
+            raise DataFormatError(path, f"relation id {r} is negative.", line=number,
+                                  fix="relation ids are non-negative integers.")
+        rows.append((h, r, t))
+    return np.asarray(rows, dtype=np.int64).reshape(-1, 3)
+
+
+def read_links(path: str | Path, kg1_ids: np.ndarray, kg2_ids: np.ndarray, num_entities: int) -> np.ndarray:
+    """``kg1_id<TAB>kg2_id`` gold links -> ``(L, 2)``; rejects unknown ids, wrong sides and duplicate links."""
+    path = _require(Path(path), "gold link (ill_ent_ids)")
+    side = np.zeros(num_entities, dtype=np.int8)
+    side[kg1_ids] = 1
+    side[kg2_ids] = 2
+    seen: dict[tuple[int, int], int] = {}
+    rows: list[tuple[int, int]] = []
+    for number, fields in _lines(path):
+        if len(fields) != 2:
+            raise DataFormatError(path, f"expected 2 tab-separated fields (kg1_id, kg2_id), found {len(fields)}.",
+                                  line=number, fix="write one 'kg1_id<TAB>kg2_id' link per line.")
+        a = _int(path, number, fields[0], "kg1 id")
+        b = _int(path, number, fields[1], "kg2 id")
+        if not (0 <= a < num_entities and side[a] == 1):
+            raise DataFormatError(path, f"left id {a} is not a KG1 entity (ent_ids_1).", line=number,
+                                  fix="the first column must hold KG1 ids, the second KG2 ids.")
+        if not (0 <= b < num_entities and side[b] == 2):
+            raise DataFormatError(path, f"right id {b} is not a KG2 entity (ent_ids_2).", line=number,
+                                  fix="the first column must hold KG1 ids, the second KG2 ids.")
+        if (a, b) in seen:
+            raise DataFormatError(path, f"duplicate gold link ({a}, {b}), first on line {seen[(a, b)]}.",
+                                  line=number, fix="remove the repeated line.")
+        seen[(a, b)] = number
+        rows.append((a, b))
+    if not rows:
+        raise DataFormatError(path, "no gold links.", fix="ill_ent_ids must hold at least one link.")
+    return np.asarray(rows, dtype=np.int64)
+
+
+def read_attribute_keys(path: str | Path, uri_to_id: dict[str, int]) -> tuple[list[tuple[int, str]], int]:
+    """``uri<TAB>attr<TAB>attr...`` -> ``([(entity_id, attr), ...], lines_skipped_for_unknown_uri)``.
+
+    Lines whose URI is not an entity of the pair are skipped and counted (the published readers do the same:
+    the attribute files of some releases cover more entities than the pair keeps).
+    """
+    path = _require(Path(path), "attribute")
+    pairs: list[tuple[int, str]] = []
+    skipped = 0
+    for _number, fields in _lines(path):
+        ent = uri_to_id.get(fields[0])
+        if ent is None:
+            skipped += 1
+            continue
+        pairs.extend((ent, key) for key in fields[1:] if key)
+    return pairs, skipped
+
+
+def parse_numeric_value(text: str) -> float:
+    """A float, or an ISO-like date ``YYYY-MM-DD`` as a fractional year.
+
+    YAGO writes unknown digits as ``#``: an unknown month/day counts as January/the 1st, unknown year digits as 0
+    (``19##-##-##`` -> 1900.0, the start of the known range).
+    """
+    text = text.strip().strip('"')
+    try:
+        value = float(text)
+    except ValueError:
+        match = _DATE.match(text)
+        if match is None:
+            raise ValueError(text) from None
+        year = int(match.group(1).replace("#", "0"))
+        month = int(match.group(2)) if "#" not in match.group(2) else 1
+        day = int(match.group(3)) if "#" not in match.group(3) else 1
+        return year + (min(max(month, 1), 12) - 1) / 12.0 + (min(max(day, 1), 31) - 1) / 365.0
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
+def read_numeric_triples(path: str | Path, uri_to_id: dict[str, int]) -> tuple[list[tuple[int, str, float]], int]:
+    """``uri<TAB>attribute<TAB>value`` -> ``([(entity_id, attribute, value)], lines_skipped_for_unknown_uri)``."""
+    path = _require(Path(path), "numeric triple")
+    rows: list[tuple[int, str, float]] = []
+    skipped = 0
+    for number, fields in _lines(path):
+        if len(fields) != 3:
+            raise DataFormatError(path, f"expected 3 tab-separated fields (uri, attribute, value), found "
+                                  f"{len(fields)}.", line=number, fix="write 'uri<TAB>attribute<TAB>value'.")
+        ent = uri_to_id.get(fields[0])
+        if ent is None:
+            skipped += 1
+            continue
+        try:
+            value = parse_numeric_value(fields[2])
+        except ValueError:
+            raise DataFormatError(path, f"value {fields[2]!r} is neither a finite number nor a date.",
+                                  line=number, fix="write a number (12.5) or a date (1969-03-01).") from None
+        rows.append((ent, fields[1], value))
+    return rows, skipped
+
+
+def read_translated_names(path: str | Path, num_entities: int) -> dict[int, str]:
+    """DBP15K ``translated_ent_name`` JSON (list of ``[id, [token, ...]]``) -> ``{id: 'token token'}``."""
+    path = _require(Path(path), "translated entity name")
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DataFormatError(path, f"invalid JSON ({err.msg}).", line=err.lineno,
+                              fix="the file must be a JSON list of [entity_id, [token, ...]].") from None
+    names: dict[int, str] = {}
+    for position, record in enumerate(records if isinstance(records, list) else [None]):
+        ok = isinstance(record, list) and len(record) == 2 and isinstance(record[0], int)
+        ok = ok and isinstance(record[1], list) and all(isinstance(t, str) for t in record[1])
+        if not ok:
+            raise DataFormatError(path, f"record {position} is not [entity_id, [token, ...]].",
+                                  fix="the file must be a JSON list of [entity_id, [token, ...]].")
+        if not 0 <= record[0] < num_entities:
+            raise DataFormatError(path, f"record {position}: entity id {record[0]} is outside the entity files.",
+                                  fix="use the ids of ent_ids_1 / ent_ids_2.")
+        names[record[0]] = " ".join(record[1])
+    return names
+
+
+def read_mid2name(path: str | Path, uri_to_id: dict[str, int]) -> dict[int, str]:
+    """mmkb ``FB15K_mid2name.txt`` (``mid<TAB>name``) -> ``{id: name}`` for the mids of the pair."""
+    path = _require(Path(path), "mid2name")
+    names: dict[int, str] = {}
+    for number, fields in _lines(path):
+        if len(fields) != 2:
+            raise DataFormatError(path, f"expected 2 tab-separated fields (mid, name), found {len(fields)}.",
+                                  line=number, fix="write 'mid<TAB>name'.")
+        ent = uri_to_id.get(fields[0])
+        if ent is not None and ent not in names:
+            names[ent] = fields[1].replace("_", " ")
+    return names
+
+
+def name_from_uri(uri: str) -> str | None:
+    """The readable local name of a URI (``<http://dbpedia.org/resource/Rebecca_Hall>`` -> ``Rebecca Hall``).
+
+    Opaque identifiers (Freebase mids, Wikidata Q-ids) have no readable name and give ``None``.
+    """
+    local = uri.strip("<>").rstrip("/").rsplit("/", 1)[-1]
+    if not local or local.startswith("m.") or re.fullmatch(r"[QP]\d+", local) or uri.startswith("/m/"):
+        return None
+    return local.replace("_", " ")
+
+
+def read_image_features(path: str | Path, num_entities: int) -> dict[int, np.ndarray]:
+    """``pkls/*.pkl``: pickled ``dict[int entity_id -> vector]`` -> ``{id: float32 vector}`` (all one length)."""
+    path = _require(Path(path), "image feature")
+    try:
+        with open(path, "rb") as handle:
+            raw = pickle.load(handle)
+    except (pickle.UnpicklingError, EOFError, AttributeError, ModuleNotFoundError) as err:
+        raise DataFormatError(path, f"cannot be unpickled ({err}).",
+                              fix="it must be a pickled dict mapping entity id -> numpy vector.") from None
+    if not isinstance(raw, dict):
+        raise DataFormatError(path, f"holds a {type(raw).__name__}, not a dict.",
+                              fix="it must be a pickled dict mapping entity id -> numpy vector.")
+    features: dict[int, np.ndarray] = {}
+    dim = None
+    for key, vector in raw.items():
+        vec = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if not isinstance(key, (int, np.integer)) or not 0 <= int(key) < num_entities:
+            raise DataFormatError(path, f"key {key!r} is not an entity id in 0..{num_entities - 1}.",
+                                  fix="key the dict by the global entity ids of ent_ids_1/ent_ids_2.")
+        if dim is None:
+            dim = vec.shape[0]
+        if vec.shape[0] != dim or not np.isfinite(vec).all():
+            raise DataFormatError(path, f"vector of entity {key} has length {vec.shape[0]} (expected {dim}) or "
+                                  "non-finite values.", fix="store one finite vector of one length per entity.")
+        features[int(key)] = vec
+    return features

@@ -1,0 +1,50 @@
+"""Gold-link splits: train / validation / test, from their own ``split_seed``.
+
+The gold links are shuffled with ``split_seed`` and cut: the first ``seed_ratio`` share is the training share, the
+rest is the test set. A ``val_ratio`` share of the training share is carved out for checkpoint selection and early
+stopping (never the test links). The test links are read only by ``Trainer.test``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LinkSplit:
+    train: np.ndarray  # (L_train, 2) kg1_id, kg2_id
+    valid: np.ndarray  # (L_valid, 2)
+    test: np.ndarray  # (L_test, 2)
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train), "valid": len(self.valid), "test": len(self.test)}
+
+    def write(self, directory: str | Path) -> None:
+        """Write ``train_links.tsv``, ``valid_links.tsv``, ``test_links.tsv`` into ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, links in (("train", self.train), ("valid", self.valid), ("test", self.test)):
+            np.savetxt(directory / f"{name}_links.tsv", links, fmt="%d", delimiter="\t")
+
+
+def split_links(links: np.ndarray, seed_ratio: float, val_ratio: float, split_seed: int) -> LinkSplit:
+    """Shuffle ``links`` ``(L, 2)`` with ``split_seed`` and cut them (see the module doc)."""
+    if not 0.0 < seed_ratio < 1.0:
+        raise ValueError(f"seed_ratio={seed_ratio} must be in (0, 1): it is the share of gold links used to train.")
+    if not 0.0 <= val_ratio < 1.0:
+        raise ValueError(f"val_ratio={val_ratio} must be in [0, 1): the share of training links kept for validation.")
+    order = np.random.default_rng(split_seed).permutation(len(links))
+    shuffled = links[order]
+    n_train = int(len(links) * seed_ratio)
+    n_valid = int(round(n_train * val_ratio))
+    split = LinkSplit(train=shuffled[n_valid:n_train], valid=shuffled[:n_valid], test=shuffled[n_train:])
+    for name, size in split.sizes().items():
+        if size == 0 and not (name == "valid" and val_ratio == 0.0):
+            raise ValueError(
+                f"the {name} split is empty ({len(links)} gold links, seed_ratio={seed_ratio}, val_ratio={val_ratio}); "
+                "raise seed_ratio/val_ratio or use a dataset with more gold links."
+            )
+    return split

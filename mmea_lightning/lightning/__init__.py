@@ -1,0 +1,1 @@
+"""Lightning wrappers: one LightningModule for every aligner, and the callbacks they share."""

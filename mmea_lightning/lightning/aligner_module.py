@@ -1,0 +1,80 @@
+"""The LightningModule every aligner runs in: seed-link training steps, evaluation through the evaluator."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import lightning as L
+import torch
+from torch import nn
+
+from mmea_lightning.data.features import FeatureSet
+from mmea_lightning.eval.evaluator import PROTOCOLS, evaluate_alignment
+
+
+class AlignerModule(L.LightningModule):
+    """Wraps an aligner ``nn.Module`` that provides ``training_loss(links)``, ``forward() -> (N, D)`` embeddings
+    of every entity, and ``describe()``.
+
+    Args:
+        aligner: ``features -> nn.Module`` (a Hydra ``_partial_`` of the aligner class).
+        features: the pair's :class:`FeatureSet`.
+        optimizer: ``params -> Optimizer`` (Hydra ``_partial_``).
+        scheduler: ``optimizer -> LRScheduler`` or ``None``; stepped every epoch.
+        name: the aligner's name, for the results.
+        val_protocols / test_protocols: evaluator protocols (validation uses the standard one by default).
+        csls_k: neighbours of CSLS; eval_chunk_size: queries per similarity chunk.
+    """
+
+    def __init__(
+        self,
+        aligner: Callable[[FeatureSet], nn.Module],
+        features: FeatureSet,
+        optimizer: Callable,
+        scheduler: Callable | None = None,
+        name: str = "aligner",
+        val_protocols: Sequence[str] = ("standard",),
+        test_protocols: Sequence[str] = PROTOCOLS,
+        csls_k: int = 3,
+        eval_chunk_size: int = 4096,
+    ):
+        super().__init__()
+        self.aligner = aligner(features=features)
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.name = name
+        self.val_protocols = tuple(val_protocols)
+        self.test_protocols = tuple(test_protocols)
+        self.csls_k = csls_k
+        self.eval_chunk_size = eval_chunk_size
+        self.register_buffer("kg1_ids", features.kg1_ids.clone(), persistent=False)
+        self.register_buffer("kg2_ids", features.kg2_ids.clone(), persistent=False)
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        loss, parts = self.aligner.training_loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
+        self.log_dict({f"train/loss_{k}": v for k, v in parts.items()}, batch_size=len(batch))
+        return loss
+
+    def _evaluate(self, links: torch.Tensor, prefix: str, protocols: Sequence[str]) -> dict[str, float]:
+        embeddings = self.aligner()
+        return evaluate_alignment(embeddings, links, self.kg1_ids, self.kg2_ids, prefix=prefix,
+                                  protocols=protocols, csls_k=self.csls_k, chunk_size=self.eval_chunk_size)
+
+    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        metrics = self._evaluate(batch, "val", self.val_protocols)
+        self.log("val/mrr", metrics.pop("val/mrr"), prog_bar=True, batch_size=len(batch))
+        self.log_dict(metrics, batch_size=len(batch))
+
+    def test_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        self.log_dict(self._evaluate(batch, "test", self.test_protocols), batch_size=len(batch))
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer),
+                                                         "interval": "epoch"}}
+
+    def describe(self) -> Mapping:
+        return {"model": self.name, **self.aligner.describe()}

@@ -1,0 +1,55 @@
+"""Callbacks shared by every run."""
+
+from __future__ import annotations
+
+import resource
+import time
+
+import lightning as L
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process so far (MiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+class RunTimer(L.Callback):
+    """Records seconds per training epoch (training only: validation excluded), validation/test seconds and peak
+    memory; logged as ``perf/*`` and kept in :attr:`summary` for ``metrics.json``."""
+
+    def __init__(self) -> None:
+        self.epoch_seconds: list[float] = []
+        self.eval_seconds: dict[str, float] = {"validation": 0.0, "test": 0.0}
+        self._start = 0.0
+        self._eval_start = 0.0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.epoch_seconds.append(time.perf_counter() - self._start)
+        pl_module.log("perf/epoch_seconds", self.epoch_seconds[-1])
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._eval_start = time.perf_counter()
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self.eval_seconds["validation"] += time.perf_counter() - self._eval_start
+
+    def on_test_start(self, trainer, pl_module) -> None:
+        self._eval_start = time.perf_counter()
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        self.eval_seconds["test"] += time.perf_counter() - self._eval_start
+
+    @property
+    def summary(self) -> dict:
+        epochs = self.epoch_seconds[1:] or self.epoch_seconds  # the first epoch includes warm-up
+        return {
+            "epochs_run": len(self.epoch_seconds),
+            "seconds_per_epoch": sum(epochs) / len(epochs) if epochs else float("nan"),
+            "train_seconds": sum(self.epoch_seconds),
+            "validation_seconds": self.eval_seconds["validation"],
+            "test_seconds": self.eval_seconds["test"],
+            "peak_memory_mb": peak_memory_mb(),
+        }

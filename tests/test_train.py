@@ -1,0 +1,99 @@
+"""End-to-end runs of the real composed config on the embedded toy pair."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from mmea_lightning.train import run
+
+from .conftest import CONF_DIR, make_config
+
+TINY = ["model.max_epochs=60", "model.check_val_every_n_epoch=5"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, cache_dir):
+    out = tmp_path_factory.mktemp("run")
+    return out, run(make_config(out, cache_dir, TINY))
+
+
+def test_training_beats_the_untrained_model(trained, tmp_path, cache_dir):
+    _, summary = trained
+    untrained = run(make_config(tmp_path, cache_dir, ["model.max_epochs=0"]))
+    assert untrained["run"]["perf"]["epochs_run"] == 0
+    assert summary["test/mrr"] > untrained["test/mrr"] + 0.2
+    assert summary["test/hits@1"] > 2 * untrained["test/hits@1"]
+    assert summary["test/hits@1"] > 0.3
+
+
+def test_metrics_json_and_run_directory(trained):
+    out, summary = trained
+    saved = json.loads((out / "metrics.json").read_text())
+    for prefix in ("test", "test_r2l", "test_all", "test_all_r2l", "test_csls", "test_csls_r2l"):
+        for metric in ("hits@1", "hits@5", "hits@10", "mrr", "mr"):
+            assert 0 <= saved[f"{prefix}/{metric}"] <= (1e9 if metric == "mr" else 1.0)
+    assert saved["test/hits@1"] <= saved["test/hits@5"] <= saved["test/hits@10"]
+    assert saved["test_all/mrr"] <= saved["test/mrr"] + 1e-9  # more candidates never help
+    run_info = saved["run"]
+    assert run_info["modalities_used"] == ["structure", "relation", "attribute", "image"]
+    assert run_info["modalities_present"]["image"] is True and run_info["surface"] is False
+    assert run_info["split"]["train"] + run_info["split"]["valid"] + run_info["split"]["test"] == 400
+    assert run_info["perf"]["seconds_per_epoch"] > 0 and run_info["perf"]["peak_memory_mb"] > 0
+    assert saved["val/best_mrr"] > 0 and run_info["best_checkpoint"].endswith(".ckpt")
+    assert (out / "config.yaml").is_file() and "seed_ratio: 0.3" in (out / "config.yaml").read_text()
+    for name in ("train", "valid", "test"):
+        assert (out / "split" / f"{name}_links.tsv").is_file()
+    assert (out / "csv" / "metrics.csv").is_file()
+
+
+def test_same_config_same_numbers(trained, tmp_path, cache_dir):
+    _, first = trained
+    second = run(make_config(tmp_path, cache_dir, TINY))
+    keys = [k for k in first if k.startswith("test")]
+    assert keys and {k: first[k] for k in keys} == {k: second[k] for k in keys}
+
+
+def test_model_seed_changes_numbers_split_seed_changes_split(trained, tmp_path, cache_dir):
+    out, first = trained
+    other = run(make_config(tmp_path / "a", cache_dir, [*TINY, "seed=7"]))
+    assert other["test/mrr"] != first["test/mrr"]
+    assert (tmp_path / "a/split/test_links.tsv").read_text() == (out / "split/test_links.tsv").read_text()
+    run(make_config(tmp_path / "b", cache_dir, ["model.max_epochs=1", "split_seed=3"]))
+    assert (tmp_path / "b/split/test_links.tsv").read_text() != (out / "split/test_links.tsv").read_text()
+
+
+def test_missing_modality_strict_is_a_clear_error(tmp_path, cache_dir):
+    cfg = make_config(tmp_path, cache_dir, ["model.max_epochs=1", "features.max_bigrams=0",
+                                            "model.module.aligner.modalities=[structure,numeric]",
+                                            "model.module.aligner.strict_modalities=true"])
+    summary = run(cfg)  # numeric exists in the toy pair
+    assert summary["run"]["modalities_used"] == ["structure", "numeric"]
+    cfg = make_config(tmp_path / "x", cache_dir, ["model.max_epochs=1", "model.module.aligner.modalities=[video]",
+                                                  "model.module.aligner.strict_modalities=true"])
+    with pytest.raises(ValueError, match="no \\['video'\\] modality"):
+        run(cfg)
+
+
+def test_wandb_logger_offline(tmp_path, cache_dir, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = make_config(tmp_path, cache_dir, ["model.max_epochs=2", "logger=wandb"])
+    run(cfg)
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+
+
+def test_unknown_dataset_lists_the_options():
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        with pytest.raises(Exception, match="fbdb15k") as err:
+            compose(config_name="train", overrides=["dataset=fbdb16k"])
+    assert "Could not find 'dataset/fbdb16k'" in str(err.value)
+
+
+def test_real_dataset_without_data_dir_is_a_clear_error(tmp_path, cache_dir, monkeypatch):
+    monkeypatch.delenv("MMEA_DATA_DIR", raising=False)
+    cfg = make_config(tmp_path, cache_dir, ["dataset=fbdb15k", "data_dir=null"])
+    with pytest.raises(ValueError, match="pass data_dir=<mmkg root>"):
+        run(cfg)
