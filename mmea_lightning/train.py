@@ -72,8 +72,12 @@ def run(cfg: DictConfig) -> dict:
         timer = RunTimer()
         callbacks.append(timer)
     checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
+    trainer_extra = {}
+    if cfg.training.iterative:
+        callbacks.append(instantiate(cfg.training.expansion))
+        trainer_extra["reload_dataloaders_every_n_epochs"] = 1  # serve the new seed links
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **trainer_extra)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
@@ -91,6 +95,7 @@ def run(cfg: DictConfig) -> dict:
             "output_dir": str(output_dir),
             "best_checkpoint": best_path,
             "seed": cfg.seed,
+            "iterative_training": bool(cfg.training.iterative),
             "surface": any(m.startswith("name") for m in module.describe().get("modalities_used", [])),
             **module.describe(),
             **datamodule.summary(),

@@ -70,6 +70,7 @@ class AlignmentDataModule(L.LightningDataModule):
         self.split: LinkSplit | None = None
         self.seed_links: torch.Tensor | None = None
         self.timings: dict[str, float] = {}
+        self.expansion_history: list[dict] = []  # filled by iterative training
 
     def setup(self, stage: str | None = None) -> None:
         if self.pair is not None:
@@ -92,6 +93,10 @@ class AlignmentDataModule(L.LightningDataModule):
         log.info("dataset %s: %s; split %s; %d seed links", self.spec.name, self.pair.counts(),
                  self.split.sizes(), len(seeds))
 
+    def add_seed_links(self, links: np.ndarray) -> None:
+        """Append ``(K, 2)`` links to the seed links (iterative training); served from the next epoch on."""
+        self.seed_links = torch.cat([self.seed_links, torch.as_tensor(links, dtype=torch.long).reshape(-1, 2)])
+
     def summary(self) -> dict:
         """What the run was trained and evaluated on (for metrics.json)."""
         assert self.pair is not None and self.features is not None and self.split is not None
@@ -102,6 +107,7 @@ class AlignmentDataModule(L.LightningDataModule):
                       "split_seed": self.split_seed},
             "seeds": getattr(self.seed_generator, "name", type(self.seed_generator).__name__),
             "num_seed_links": int(len(self.seed_links)),
+            "iterative": list(self.expansion_history),
             "modalities_present": self.features.present,
             "feature_info": self.features.info,
             "timings": dict(self.timings),

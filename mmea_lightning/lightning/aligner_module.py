@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 
 import lightning as L
@@ -9,6 +10,7 @@ import torch
 from torch import nn
 
 from mmea_lightning.data.features import FeatureSet
+from mmea_lightning.eval.decoding import DECODERS, one_to_one_metrics
 from mmea_lightning.eval.evaluator import PROTOCOLS, evaluate_alignment
 
 
@@ -20,10 +22,13 @@ class AlignerModule(L.LightningModule):
         aligner: ``features -> nn.Module`` (a Hydra ``_partial_`` of the aligner class).
         features: the pair's :class:`FeatureSet`.
         optimizer: ``params -> Optimizer`` (Hydra ``_partial_``).
-        scheduler: ``optimizer -> LRScheduler`` or ``None``; stepped every epoch.
+        scheduler: ``optimizer -> LRScheduler`` or ``None`` (given ``num_training_steps`` when it takes it).
+        scheduler_interval: ``"epoch"`` or ``"step"``.
         name: the aligner's name, for the results.
         val_protocols / test_protocols: evaluator protocols (validation uses the standard one by default).
         csls_k: neighbours of CSLS; eval_chunk_size: queries per similarity chunk.
+        one_to_one: one-to-one decodings reported apart at test time: ``hungarian`` -> ``test_1to1/*``,
+            ``greedy`` -> ``test_1to1_greedy/*``.
     """
 
     def __init__(
@@ -32,21 +37,28 @@ class AlignerModule(L.LightningModule):
         features: FeatureSet,
         optimizer: Callable,
         scheduler: Callable | None = None,
+        scheduler_interval: str = "epoch",
         name: str = "aligner",
         val_protocols: Sequence[str] = ("standard",),
         test_protocols: Sequence[str] = PROTOCOLS,
         csls_k: int = 3,
         eval_chunk_size: int = 4096,
+        one_to_one: Sequence[str] = (),
     ):
         super().__init__()
         self.aligner = aligner(features=features)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        self.scheduler_interval = scheduler_interval
         self.name = name
         self.val_protocols = tuple(val_protocols)
         self.test_protocols = tuple(test_protocols)
         self.csls_k = csls_k
         self.eval_chunk_size = eval_chunk_size
+        unknown = sorted(set(one_to_one) - set(DECODERS))
+        if unknown:
+            raise ValueError(f"unknown one_to_one decoder(s) {unknown}; choose among {list(DECODERS)}")
+        self.one_to_one = tuple(one_to_one)
         self.register_buffer("kg1_ids", features.kg1_ids.clone(), persistent=False)
         self.register_buffer("kg2_ids", features.kg2_ids.clone(), persistent=False)
 
@@ -56,10 +68,16 @@ class AlignerModule(L.LightningModule):
         self.log_dict({f"train/loss_{k}": v for k, v in parts.items()}, batch_size=len(batch))
         return loss
 
-    def _evaluate(self, links: torch.Tensor, prefix: str, protocols: Sequence[str]) -> dict[str, float]:
+    def _evaluate(self, links: torch.Tensor, prefix: str, protocols: Sequence[str],
+                  one_to_one: Sequence[str] = ()) -> dict[str, float]:
         embeddings = self.aligner()
-        return evaluate_alignment(embeddings, links, self.kg1_ids, self.kg2_ids, prefix=prefix,
-                                  protocols=protocols, csls_k=self.csls_k, chunk_size=self.eval_chunk_size)
+        metrics = evaluate_alignment(embeddings, links, self.kg1_ids, self.kg2_ids, prefix=prefix,
+                                     protocols=protocols, csls_k=self.csls_k, chunk_size=self.eval_chunk_size)
+        for method in one_to_one:
+            name = f"{prefix}_1to1" if method == "hungarian" else f"{prefix}_1to1_{method}"
+            metrics.update(one_to_one_metrics(embeddings, links, method=method, prefix=name,
+                                              chunk_size=self.eval_chunk_size))
+        return metrics
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         metrics = self._evaluate(batch, "val", self.val_protocols)
@@ -67,14 +85,18 @@ class AlignerModule(L.LightningModule):
         self.log_dict(metrics, batch_size=len(batch))
 
     def test_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        self.log_dict(self._evaluate(batch, "test", self.test_protocols), batch_size=len(batch))
+        metrics = self._evaluate(batch, "test", self.test_protocols, self.one_to_one)
+        self.log_dict(metrics, batch_size=len(batch))
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer),
-                                                         "interval": "epoch"}}
+        kwargs = {"optimizer": optimizer}
+        if "num_training_steps" in inspect.signature(self.scheduler_factory).parameters:
+            kwargs["num_training_steps"] = int(self.trainer.estimated_stepping_batches)
+        scheduler = self.scheduler_factory(**kwargs)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}
 
     def describe(self) -> Mapping:
         return {"model": self.name, **self.aligner.describe()}

@@ -1,0 +1,105 @@
+"""Iterative (bootstrapped) training for every aligner: mutual nearest neighbours become new seed links."""
+
+from __future__ import annotations
+
+import logging
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def mutual_nearest_neighbours(embeddings: torch.Tensor, left: torch.Tensor, right: torch.Tensor,
+                              chunk_size: int = 4096) -> set[tuple[int, int]]:
+    """Pairs ``(l, r)`` of ``left x right`` entity ids that are each other's nearest neighbour by cosine.
+
+    ``embeddings (N, d)``; ``left (L,)``, ``right (R,)`` ids. Memory ``O(chunk_size * R)``; ties go to the lowest
+    index (``argmax``), so the result is deterministic.
+    """
+    if len(left) == 0 or len(right) == 0:
+        return set()
+    lhs = F.normalize(embeddings[left].float(), dim=1)
+    rhs = F.normalize(embeddings[right].float(), dim=1)
+    best_right = torch.empty(len(left), dtype=torch.long, device=lhs.device)
+    col_best = torch.full((len(right),), -float("inf"), device=lhs.device)
+    col_arg = torch.zeros(len(right), dtype=torch.long, device=lhs.device)
+    for start in range(0, len(left), chunk_size):
+        sim = lhs[start:start + chunk_size] @ rhs.t()
+        best_right[start:start + chunk_size] = sim.argmax(dim=1)
+        value, arg = sim.max(dim=0)
+        better = value > col_best
+        col_best = torch.where(better, value, col_best)
+        col_arg = torch.where(better, arg + start, col_arg)
+    rows = torch.arange(len(left), device=lhs.device)
+    mutual = col_arg[best_right] == rows
+    return set(zip(left[rows[mutual]].tolist(), right[best_right[mutual]].tolist()))
+
+
+class IterativeSeedExpansion(L.Callback):
+    """Bootstrapped seed expansion as EVA / MCLEA / MEAformer do it (``--il``), usable by every aligner.
+
+    From ``start_epoch`` on (default: half of ``max_epochs``), every ``every`` epochs the aligner embeds every
+    entity and the mutual nearest neighbours among the *unlabelled* entities are proposed -- entities in neither
+    the seed links nor the validation links (the validation links stay a clean selection set). A pair survives
+    only if it is proposed at every check of a window of ``window`` checks; at the end of each window the survivors
+    join the seed links. The gold links are read only to log the precision of what was added (``iterative/*``),
+    never to choose it. Needs ``trainer.reload_dataloaders_every_n_epochs=1`` so that new seeds are served.
+    """
+
+    def __init__(self, start_epoch: int | None = None, every: int = 5, window: int = 10, chunk_size: int = 4096):
+        self.start_epoch = start_epoch
+        self.every = every
+        self.window = window
+        self.chunk_size = chunk_size
+        self.history: list[dict] = []
+        self._survivors: set[tuple[int, int]] | None = None
+        self._checks = 0
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if stage == "fit" and trainer.reload_dataloaders_every_n_epochs != 1:
+            raise ValueError("iterative training adds seed links during training: set "
+                             "trainer.reload_dataloaders_every_n_epochs=1 (training.iterative=true does it).")
+
+    def unlabelled(self, datamodule) -> tuple[torch.Tensor, torch.Tensor]:
+        """KG1 and KG2 ids in neither the current seed links nor the validation links."""
+        used = set(datamodule.seed_links.flatten().tolist()) | set(datamodule.split.valid.flatten().tolist())
+        kg1 = [e for e in datamodule.features.kg1_ids.tolist() if e not in used]
+        kg2 = [e for e in datamodule.features.kg2_ids.tolist() if e not in used]
+        return torch.tensor(kg1, dtype=torch.long), torch.tensor(kg2, dtype=torch.long)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        epoch = trainer.current_epoch
+        start = self.start_epoch if self.start_epoch is not None else trainer.max_epochs // 2
+        if epoch < start or (epoch + 1 - start) % self.every != 0:
+            return
+        datamodule = trainer.datamodule
+        was_training = pl_module.training
+        pl_module.eval()
+        with torch.no_grad():
+            embeddings = pl_module.aligner()
+        pl_module.train(was_training)
+        left, right = self.unlabelled(datamodule)
+        proposed = mutual_nearest_neighbours(embeddings, left.to(embeddings.device), right.to(embeddings.device),
+                                             self.chunk_size)
+        self._survivors = proposed if self._survivors is None else self._survivors & proposed
+        self._checks += 1
+        if self._checks < self.window:
+            return
+        added = np.asarray(sorted(self._survivors), dtype=np.int64).reshape(-1, 2)
+        self._survivors, self._checks = None, 0
+        if len(added) == 0:
+            return
+        datamodule.add_seed_links(added)
+        gold = {tuple(link) for link in datamodule.pair.gold_links.tolist()}  # logging only
+        correct = sum(tuple(pair) in gold for pair in added.tolist())
+        record = {"epoch": epoch, "added": len(added), "correct": correct, "precision": correct / len(added),
+                  "seed_links": len(datamodule.seed_links)}
+        self.history.append(record)
+        datamodule.expansion_history.append(record)
+        pl_module.log_dict({f"iterative/{k}": float(v) for k, v in record.items() if k != "epoch"})
+        log.info("iterative training, epoch %d: %d pairs added (precision %.3f), %d seed links", epoch,
+                 len(added), record["precision"], record["seed_links"])

