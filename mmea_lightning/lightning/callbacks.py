@@ -22,19 +22,24 @@ class RunTimer(L.Callback):
         self.eval_seconds: dict[str, float] = {"validation": 0.0, "test": 0.0}
         self._start = 0.0
         self._eval_start = 0.0
+        self._validation_in_epoch = 0.0
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._start = time.perf_counter()
+        self._validation_in_epoch = 0.0
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self.epoch_seconds.append(time.perf_counter() - self._start)
+        # Lightning runs a due validation inside the training epoch, before this hook: it is not training time
+        self.epoch_seconds.append(time.perf_counter() - self._start - self._validation_in_epoch)
         pl_module.log("perf/epoch_seconds", self.epoch_seconds[-1])
 
     def on_validation_start(self, trainer, pl_module) -> None:
         self._eval_start = time.perf_counter()
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        self.eval_seconds["validation"] += time.perf_counter() - self._eval_start
+        seconds = time.perf_counter() - self._eval_start
+        self.eval_seconds["validation"] += seconds
+        self._validation_in_epoch += seconds
 
     def on_test_start(self, trainer, pl_module) -> None:
         self._eval_start = time.perf_counter()
