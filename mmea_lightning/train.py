@@ -66,7 +66,7 @@ def run(cfg: DictConfig) -> dict:
     # the FeatureSet is passed after instantiation: Hydra would try to merge a dataclass of tensors into the config
     module = instantiate(cfg.model.module, _partial_=True)(features=datamodule.features)
 
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     timer = next((c for c in callbacks if isinstance(c, RunTimer)), None)
     if timer is None:
         timer = RunTimer()
