@@ -20,7 +20,8 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from mmea_lightning.lightning.callbacks import RunTimer, peak_memory_mb
+from mmea_lightning.lightning.callbacks import RunTimer
+from mmea_lightning.models.modalities import SURFACE_MODALITIES
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ def run(cfg: DictConfig) -> dict:
         test_metrics = {k: float(v) for k, v in results[0].items()}
 
     best_val = checkpoint.best_model_score if checkpoint is not None else None
+    described = module.describe()
     summary = {
         **test_metrics,
         "val/best_mrr": float(best_val) if best_val is not None else None,
@@ -96,10 +98,10 @@ def run(cfg: DictConfig) -> dict:
             "best_checkpoint": best_path,
             "seed": cfg.seed,
             "iterative_training": bool(cfg.training.iterative),
-            "surface": any(m.startswith("name") for m in module.describe().get("modalities_used", [])),
-            **module.describe(),
+            "surface": bool(set(described.get("modalities_used", [])) & set(SURFACE_MODALITIES)),
+            **described,
             **datamodule.summary(),
-            "perf": {**timer.summary, "peak_memory_mb": peak_memory_mb()},
+            "perf": timer.summary,
         },
     }
     if trainer.is_global_zero:
