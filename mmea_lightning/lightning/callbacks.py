@@ -15,10 +15,17 @@ def peak_memory_mb() -> float:
 
 class RunTimer(L.Callback):
     """Records seconds per training epoch (training only: validation excluded), validation/test seconds and peak
-    memory; logged as ``perf/*`` and kept in :attr:`summary` for ``metrics.json``."""
+    memory; logged as ``perf/*`` and kept in :attr:`summary` for ``metrics.json``. Also the process CPU seconds per
+    epoch (all threads): on a machine shared with other jobs, wall time measures the neighbours as much as the run.
+    """
 
     def __init__(self) -> None:
         self.epoch_seconds: list[float] = []
+        self.epoch_cpu_seconds: list[float] = []
+        self.validation_checks = 0
+        self._cpu_start = 0.0
+        self._validation_cpu_in_epoch = 0.0
+        self._eval_cpu_start = 0.0
         self.eval_seconds: dict[str, float] = {"validation": 0.0, "test": 0.0}
         self._start = 0.0
         self._eval_start = 0.0
@@ -26,20 +33,26 @@ class RunTimer(L.Callback):
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._start = time.perf_counter()
+        self._cpu_start = time.process_time()
         self._validation_in_epoch = 0.0
+        self._validation_cpu_in_epoch = 0.0
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         # Lightning runs a due validation inside the training epoch, before this hook: it is not training time
         self.epoch_seconds.append(time.perf_counter() - self._start - self._validation_in_epoch)
+        self.epoch_cpu_seconds.append(time.process_time() - self._cpu_start - self._validation_cpu_in_epoch)
         pl_module.log("perf/epoch_seconds", self.epoch_seconds[-1])
 
     def on_validation_start(self, trainer, pl_module) -> None:
         self._eval_start = time.perf_counter()
+        self._eval_cpu_start = time.process_time()
 
     def on_validation_end(self, trainer, pl_module) -> None:
         seconds = time.perf_counter() - self._eval_start
         self.eval_seconds["validation"] += seconds
         self._validation_in_epoch += seconds
+        self._validation_cpu_in_epoch += time.process_time() - self._eval_cpu_start
+        self.validation_checks += 1
 
     def on_test_start(self, trainer, pl_module) -> None:
         self._eval_start = time.perf_counter()
@@ -50,9 +63,12 @@ class RunTimer(L.Callback):
     @property
     def summary(self) -> dict:
         epochs = self.epoch_seconds[1:] or self.epoch_seconds  # the first epoch includes warm-up
+        cpu = self.epoch_cpu_seconds[1:] or self.epoch_cpu_seconds
         return {
             "epochs_run": len(self.epoch_seconds),
             "seconds_per_epoch": sum(epochs) / len(epochs) if epochs else float("nan"),
+            "cpu_seconds_per_epoch": sum(cpu) / len(cpu) if cpu else float("nan"),
+            "validation_checks": self.validation_checks,
             "train_seconds": sum(self.epoch_seconds),
             "validation_seconds": self.eval_seconds["validation"],
             "test_seconds": self.eval_seconds["test"],

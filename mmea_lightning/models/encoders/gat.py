@@ -42,7 +42,7 @@ from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.utils import add_self_loops as add_self_loops_fn
 from torch_geometric.utils import remove_self_loops, softmax, sort_edge_index
 
-__all__ = ["DiagGATConv", "GATEncoder"]
+__all__ = ["CachedAttentionStructure", "DiagGATConv", "GATEncoder"]
 
 
 def _csr(crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, int]) -> Tensor:
@@ -99,7 +99,61 @@ class _StackedSpmm(torch.autograd.Function):
         return grad_values, grad_x, None
 
 
-class DiagGATConv(MessagePassing):
+def stacked_structure(edge_index: Tensor, num_targets: int, num_sources: int, heads: int) -> _Structure:
+    """The :class:`_Structure` of ``edge_index (2, E)`` -- ``[source; target]``, sorted by target then source --
+    for a stacked ``(H num_targets, num_sources)`` attention matrix (targets may be a subset of the nodes, numbered
+    ``0 .. num_targets - 1``; sources index the full node table)."""
+    src, dst = edge_index
+    num_edges = src.numel()
+    ptr = index2ptr(dst, num_targets)
+    offsets = torch.arange(heads, device=src.device).unsqueeze(1)  # (H, 1)
+    crow = torch.cat([(ptr[:-1].unsqueeze(0) + offsets * num_edges).reshape(-1),
+                      ptr.new_full((1,), heads * num_edges)])
+    col = src.repeat(heads)  # (H E,)
+    # Transpose (num_sources, H num_targets): row j holds (k T + i) for its out-edges j -> i; a stable sort by j
+    # keeps, within a row, head-major then target order, i.e. ascending columns.
+    perm_t = torch.sort(col, stable=True).indices
+    col_t = (dst.unsqueeze(0) + offsets * num_targets).reshape(-1)[perm_t]
+    crow_t = index2ptr(col[perm_t], num_sources)
+    return _Structure(edge_index, ptr, crow, col, crow_t, col_t, perm_t)
+
+
+class CachedAttentionStructure:
+    """Mixin for attention layers over a static graph: :meth:`_structure` prepares the index structure of the
+    stacked ``(H N, N)`` attention matrix (self-loops as ``self.add_self_loops`` says, sorted by target, CSR
+    pointers, transpose) once and reuses it while the very same ``edge_index`` tensor comes back.
+
+    The host class sets ``self.heads``, ``self.add_self_loops`` and ``self._cache = None``.
+    """
+
+    heads: int
+    add_self_loops: bool
+    _cache: tuple | None
+
+    def _structure(self, edge_index: Tensor, num_nodes: int) -> _Structure:
+        """The prepared index structure of ``edge_index``, cached while the very same tensor is passed again.
+
+        Entity graphs are static, so sorting / self-loop insertion / transposition happen once, not every step. The
+        cache holds a reference to ``edge_index`` and is keyed on its identity, its in-place version counter and
+        ``num_nodes``, so a different or modified graph is always re-prepared.
+        """
+        cache = self._cache
+        if (cache is not None and cache[0] is edge_index and cache[1] == edge_index._version
+                and cache[2] == num_nodes and cache[3] == self.add_self_loops):
+            return cache[4]
+        st = self._build_structure(edge_index, num_nodes)
+        self._cache = (edge_index, edge_index._version, num_nodes, self.add_self_loops, st)
+        return st
+
+    def _build_structure(self, edge_index: Tensor, num_nodes: int) -> _Structure:
+        if self.add_self_loops:
+            edge_index, _ = remove_self_loops(edge_index)
+            edge_index, _ = add_self_loops_fn(edge_index, num_nodes=num_nodes)
+        edge_index = sort_edge_index(edge_index, num_nodes=num_nodes, sort_by_row=False)  # by target, then source
+        return stacked_structure(edge_index, num_nodes, num_nodes, self.heads)
+
+
+class DiagGATConv(CachedAttentionStructure, MessagePassing):
     """One diagonal-weight multi-head GAT layer: ``x (N, d) -> (N, d)``.
 
     Per head ``k``: ``h_k = x * w_k`` (``w (H, d)``, ones at init); for each edge ``j -> i`` (``edge_index[0] = j``,
@@ -139,40 +193,6 @@ class DiagGATConv(MessagePassing):
         nn.init.ones_(self.weight)
         bound = 1.0 / math.sqrt(2 * self.dim)
         nn.init.uniform_(self.att, -bound, bound)
-
-    def _structure(self, edge_index: Tensor, num_nodes: int) -> _Structure:
-        """The prepared index structure of ``edge_index``, cached while the very same tensor is passed again.
-
-        Entity graphs are static, so sorting / self-loop insertion / transposition happen once, not every step. The
-        cache holds a reference to ``edge_index`` and is keyed on its identity, its in-place version counter and
-        ``num_nodes``, so a different or modified graph is always re-prepared.
-        """
-        cache = self._cache
-        if (cache is not None and cache[0] is edge_index and cache[1] == edge_index._version
-                and cache[2] == num_nodes and cache[3] == self.add_self_loops):
-            return cache[4]
-        st = self._build_structure(edge_index, num_nodes)
-        self._cache = (edge_index, edge_index._version, num_nodes, self.add_self_loops, st)
-        return st
-
-    def _build_structure(self, edge_index: Tensor, num_nodes: int) -> _Structure:
-        if self.add_self_loops:
-            edge_index, _ = remove_self_loops(edge_index)
-            edge_index, _ = add_self_loops_fn(edge_index, num_nodes=num_nodes)
-        edge_index = sort_edge_index(edge_index, num_nodes=num_nodes, sort_by_row=False)  # by target, then source
-        src, dst = edge_index
-        num_edges, heads = src.numel(), self.heads
-        ptr = index2ptr(dst, num_nodes)
-        offsets = torch.arange(heads, device=src.device).unsqueeze(1)  # (H, 1)
-        crow = torch.cat([(ptr[:-1].unsqueeze(0) + offsets * num_edges).reshape(-1),
-                          ptr.new_full((1,), heads * num_edges)])
-        col = src.repeat(heads)  # (H E,)
-        # Transpose (N, H N): row j holds (k N + i) for its out-edges j -> i; a stable sort by j keeps, within a row,
-        # head-major then target order, i.e. ascending columns.
-        perm_t = torch.sort(col, stable=True).indices
-        col_t = (dst.unsqueeze(0) + offsets * num_nodes).reshape(-1)[perm_t]
-        crow_t = index2ptr(col[perm_t], num_nodes)
-        return _Structure(edge_index, ptr, crow, col, crow_t, col_t, perm_t)
 
     def _attention(self, x: Tensor, edge_index: Tensor) -> Tensor:
         """Attention coefficients ``alpha (E, H)`` of the prepared ``edge_index (2, E)``, before dropout."""

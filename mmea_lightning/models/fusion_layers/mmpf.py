@@ -1,0 +1,130 @@
+"""MPSEA's multi-modal pre-synergistic fusion transformer (MMPF, Sec. 3.4.2, Eq. 5-7 of the MPSEA paper)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from mmea_lightning.models.fusion_layers.graph_transformer import FeedForward
+from mmea_lightning.models.fusion_layers.outlooker import VisualFeedForward
+
+__all__ = ["PreSynergisticFusion"]
+
+VISUAL = "image"
+
+
+class PreSynergisticFusion(nn.Module):
+    """Cross-modal attention over the non-graph modality tokens of each entity, with graph and visual keys/values
+    injected into the text modalities' keys/values.
+
+    ``tokens (B, M1, d)`` (the modalities ``m1`` in ``modalities`` order: text modalities -- relation, attribute,
+    numeric, names -- and ``image``), the graph keys/values ``(B, H, d_h)`` of :class:`GraphStructureTransformer`
+    and the ``present (B, M1)`` mask -> ``(late tokens (B, M1, d), beta (B, H, M1))``.
+
+    * Eq. 5: per-modality projections ``Q_m, K_m, V_m = x^m W_{q,k,v}^m`` (``H`` heads of ``d_h = d / H``).
+    * Eq. 6 (pre-synergy): the text modalities' key/value set ``{K_m2}`` is extended with ``lambda_g * K_g`` and
+      ``lambda_v * K_v`` (and the values alike), ``lambda_g, lambda_v`` learnable scalars (init 1). Read as prefix
+      tuning ("multi-modal prefix guidance", Algorithm 1): the injected entries are extra key/value slots of the
+      attention, so the key set is ``[K_m2 for the text modalities] + [lambda_g K_g] + [lambda_v K_v]``.
+    * Eq. 7: every ``m1`` in ``{r, a, n, v}`` queries that fused key set (``beta_{m1,z}`` = softmax over ``z``),
+      heads concatenated through one ``W_o``, then ``LN(x + MHA(x))``. The visual token's own key enters only
+      through its injected slot, so switching the injection off (``w/o MMPF-img``) also removes it from the keys.
+    * FFN: text modalities through a shared FFN with residual + LayerNorm (as the graph transformer); the visual
+      modality through :class:`VisualFeedForward` (OutlookerAttention and the convolution), "directly".
+    * ``beta`` (for the cross-modal weights, Eq. 8): per head, the attention each ``m1`` *receives*, summed over the
+      queries -- the column of its key (text) or of its injected slot (image; 0 without the slot).
+
+    Missing data (``present`` False, e.g. an entity without numeric values): that modality's key column is masked
+    out for every query except its own (a query always keeps at least one key); a row left with no key at all is
+    unmasked rather than turned into NaN.
+
+    Args:
+        modalities: the ``m1`` modality names (at least one text modality, or ``image`` with the visual injection).
+        dim / heads / ffn_dim / dropout: token width, MMPF heads, FFN width, dropout on attention and FFN outputs.
+        inject_graph / inject_visual: the two halves of the pre-synergy (off: ``w/o MMPF-gph`` / ``w/o MMPF-img``).
+        visual_ffn: keyword arguments of :class:`VisualFeedForward` (``use_outlooker``, ``use_conv``, ``channels``,
+            ``heads``, ``kernel_size``).
+    """
+
+    def __init__(self, modalities: Sequence[str], dim: int = 300, heads: int = 5, ffn_dim: int = 300,
+                 dropout: float = 0.1, inject_graph: bool = True, inject_visual: bool = True,
+                 visual_ffn: dict | None = None):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"heads ({heads}) must divide dim ({dim})")
+        self.modalities = list(modalities)
+        self.text = [i for i, m in enumerate(self.modalities) if m != VISUAL]
+        self.visual = self.modalities.index(VISUAL) if VISUAL in self.modalities else None
+        self.inject_graph = inject_graph
+        self.inject_visual = inject_visual and self.visual is not None
+        if not self.text and not self.inject_visual:
+            raise ValueError(f"MMPF over {self.modalities} has no key to attend to: it needs a text modality "
+                             "(relation, attribute, numeric, names) or the visual injection")
+        self.dim, self.heads, self.head_dim = dim, heads, dim // heads
+        self.qkv = nn.ModuleList(nn.Linear(dim, 3 * dim) for _ in self.modalities)  # W_q^m, W_k^m, W_v^m (Eq. 5)
+        self.lambda_g = nn.Parameter(torch.ones(())) if inject_graph else None
+        self.lambda_v = nn.Parameter(torch.ones(())) if self.inject_visual else None
+        self.out = nn.Linear(dim, dim)  # W_o
+        self.attn_norm = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+        self.text_ffn = FeedForward(dim, ffn_dim, dropout) if self.text else None
+        self.text_norm = nn.LayerNorm(dim) if self.text else None
+        self.visual_ffn = (VisualFeedForward(dim, ffn_dim, dropout=dropout, **dict(visual_ffn or {}))
+                           if self.visual is not None else None)
+
+    def forward(self, tokens: Tensor, graph_kv: tuple[Tensor, Tensor] | None = None,
+                present: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        batch, num_m1, _ = tokens.shape
+        if num_m1 != len(self.modalities):
+            raise ValueError(f"expected {len(self.modalities)} modality tokens, got {num_m1}")
+        if self.inject_graph and graph_kv is None:
+            raise ValueError("MMPF injects the graph keys/values: pass graph_kv (or build it with inject_graph=False)")
+        present = tokens.new_ones(batch, num_m1, dtype=torch.bool) if present is None else present.bool()
+        heads, head_dim = self.heads, self.head_dim
+        q, k, v = torch.stack([proj(tokens[:, i]) for i, proj in enumerate(self.qkv)], dim=1).view(
+            batch, num_m1, 3, heads, head_dim).permute(2, 0, 3, 1, 4)  # each (B, H, M1, d_h)
+
+        keys, values, key_present, owner = [k[:, :, self.text]], [v[:, :, self.text]], [present[:, self.text]], \
+            list(self.text)
+        if self.inject_graph:  # Eq. 6: lambda_g K_g, lambda_g V_g
+            keys.append(self.lambda_g * graph_kv[0].unsqueeze(2))
+            values.append(self.lambda_g * graph_kv[1].unsqueeze(2))
+            key_present.append(present.new_ones(batch, 1))
+            owner.append(-1)
+        if self.inject_visual:  # Eq. 6: lambda_v K_v, lambda_v V_v
+            keys.append(self.lambda_v * k[:, :, self.visual:self.visual + 1])
+            values.append(self.lambda_v * v[:, :, self.visual:self.visual + 1])
+            key_present.append(present[:, self.visual:self.visual + 1])
+            owner.append(self.visual)
+        keys, values = torch.cat(keys, dim=2), torch.cat(values, dim=2)  # (B, H, K, d_h)
+        key_present = torch.cat(key_present, dim=1)  # (B, K)
+        owner_t = torch.tensor(owner, device=tokens.device)  # the m1 index each key column belongs to (-1: graph)
+
+        own = owner_t.unsqueeze(0) == torch.arange(num_m1, device=tokens.device).unsqueeze(1)  # (M1, K)
+        allowed = key_present.unsqueeze(1) | own.unsqueeze(0)  # (B, M1, K)
+        allowed = allowed | ~allowed.any(dim=-1, keepdim=True)
+        logits = (q @ keys.transpose(-1, -2)) * head_dim ** -0.5  # (B, H, M1, K)
+        logits = logits.masked_fill(~allowed.unsqueeze(1), float("-inf"))
+        probs = logits.softmax(dim=-1)  # beta_{m1, z} (Eq. 7)
+        attended = (self.dropout(probs) @ values).transpose(1, 2).reshape(batch, num_m1, self.dim)
+        hidden = self.attn_norm(tokens + self.dropout(self.out(attended)))
+
+        late = torch.empty_like(hidden)
+        if self.text:
+            text = hidden[:, self.text]
+            late[:, self.text] = self.text_norm(text + self.dropout(self.text_ffn(text)))
+        if self.visual is not None:
+            late[:, self.visual] = self.visual_ffn(hidden[:, self.visual])
+
+        received = probs.sum(dim=2)  # (B, H, K): attention each key column receives, summed over the queries
+        beta = received.new_zeros(batch, heads, num_m1)
+        columns = owner_t >= 0
+        beta[:, :, owner_t[columns]] = received[:, :, columns]
+        return late, beta
+
+    def describe(self) -> dict:
+        """The learnt injection weights."""
+        return {"lambda_g": float(self.lambda_g.detach()) if self.lambda_g is not None else None,
+                "lambda_v": float(self.lambda_v.detach()) if self.lambda_v is not None else None}
