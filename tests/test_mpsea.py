@@ -350,6 +350,23 @@ def test_mpsea_training_step_gradients_and_forward(datamodule):
     assert info["components"]["outlooker"] and info["components"]["gat"] == "multi-weight"
 
 
+@pytest.mark.parametrize("chunk_size", [None, 16])
+def test_late_losses_share_blocks_and_equal_the_explicit_icl(chunk_size, datamodule):
+    torch.manual_seed(0)
+    model = MPSEA(datamodule.features, chunk_size=chunk_size, **SMALL)
+    links = datamodule.seed_links[:60]
+    local = torch.stack([torch.arange(60), torch.arange(60, 120)], dim=1)
+    entities = torch.cat([links[:, 0], links[:, 1]])
+    present = model.present[entities]
+    late, weights = model.fuse(model.encode(entities), present)
+    licl, joint = model.late_losses(late, weights, present, local)
+    torch.testing.assert_close(joint, model.icl(weighted_concat(late, weights), local))  # L_joi, Eq. 15
+    for i, m in enumerate(model.modalities):
+        if chunk_size is None or present[:, i].all():  # chunks of the kept links = kept links of the chunks
+            torch.testing.assert_close(licl[i], model._modality_icl(late[:, i], local, present[:, i]), msg=m)
+    assert not present[:, model.modalities.index("numeric")].all()  # the masked path ran
+
+
 def test_mpsea_masks_entities_without_numeric_values(datamodule):
     torch.manual_seed(0)
     model = MPSEA(datamodule.features, **SMALL).eval()

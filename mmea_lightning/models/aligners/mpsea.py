@@ -52,7 +52,7 @@ from mmea_lightning.models.fusion_layers.cross_modal_weights import cross_modal_
 from mmea_lightning.models.fusion_layers.graph_transformer import GraphStructureTransformer
 from mmea_lightning.models.fusion_layers.mmpf import PreSynergisticFusion
 from mmea_lightning.models.losses.cprl import CPRL
-from mmea_lightning.models.losses.icl import ICLLoss
+from mmea_lightning.models.losses.icl import ICLLoss, link_chunks
 from mmea_lightning.models.modalities import describe_modalities, resolve_modalities
 
 __all__ = ["ABLATIONS", "MPSEA", "resolve_ablation"]
@@ -273,6 +273,38 @@ class MPSEA(nn.Module):
             return embeddings.new_zeros(())
         return self.icl(embeddings, links[keep])
 
+    def late_losses(self, late: Tensor, weights: Tensor, present: Tensor, links: Tensor) -> tuple[list[Tensor], Tensor]:
+        """``L_LICL`` per modality and ``L_joi``: the ICL of every late modality embedding ``x~^m`` and of the late
+        joint embedding ``x~^mu = [w_m x~^m / |x~^m|]_m``, both from one set of per-modality similarity blocks.
+
+        The joint embedding's cosine is ``sum_m w_m(u) w_m(v) cos(x~^m_u, x~^m_v) / (|w(u)| |w(v)|)``, so once the
+        per-modality blocks of a chunk of links are known (they are, for ``L_LICL``) the joint's blocks cost a
+        weighted sum instead of a ``(M d)``-wide product. The links are cut into chunks of ``chunk_size`` first; a
+        modality's loss then keeps, within each chunk, the links whose two entities both have it.
+        """
+        tokens = F.normalize(late, dim=-1)  # (n, M, d)
+        scale = weights / weights.norm(dim=1, keepdim=True)  # w_m / |w|: the joint embedding's normalisation
+        licl: list[list[Tensor]] = [[] for _ in self.modalities]
+        joint = []
+        for chunk in link_chunks(links, self.icl.chunk_size):
+            left, right = chunk[:, 0], chunk[:, 1]
+            a, b = tokens[left].transpose(0, 1), tokens[right].transpose(0, 1)  # (M, c, d)
+            sim_ab, sim_aa, sim_bb = a @ b.transpose(1, 2), a @ a.transpose(1, 2), b @ b.transpose(1, 2)  # (M, c, c)
+            wa, wb = scale[left].t().unsqueeze(2), scale[right].t().unsqueeze(2)  # (M, c, 1)
+            joint.append(self.icl.from_similarities((wa * wb.transpose(1, 2) * sim_ab).sum(0),
+                                                    (wa * wa.transpose(1, 2) * sim_aa).sum(0),
+                                                    (wb * wb.transpose(1, 2) * sim_bb).sum(0)))
+            for i in range(len(self.modalities)):
+                keep = present[left, i] & present[right, i]
+                if bool(keep.all()):
+                    licl[i].append(self.icl.from_similarities(sim_ab[i], sim_aa[i], sim_bb[i]))
+                elif int(keep.sum()) >= 2:
+                    k = keep.nonzero().squeeze(1)
+                    licl[i].append(self.icl.from_similarities(sim_ab[i][k][:, k], sim_aa[i][k][:, k],
+                                                              sim_bb[i][k][:, k]))
+        total = [torch.stack(losses).sum() if losses else late.new_zeros(()) for losses in licl]
+        return total, torch.stack(joint).sum()
+
     def training_loss(self, links: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         batch = len(links)
         entities = torch.cat([links[:, 0], links[:, 1]])  # embed and fuse only what the loss reads
@@ -281,13 +313,14 @@ class MPSEA(nn.Module):
         present = self.present[entities]
         late, weights = self.fuse(tokens, present)
         early = torch.stack([tokens[m] for m in self.modalities], dim=1)
+        parts: dict[str, Tensor] = {}
 
         icl = [self._modality_icl(early[:, i], local, present[:, i]) for i in range(len(self.modalities))]
-        licl = [self._modality_icl(late[:, i], local, present[:, i]) for i in range(len(self.modalities))]
-        joint = weighted_concat(late, weights)
-        parts = {"joint": self.icl(joint, local), "icl": torch.stack(icl).sum(), "licl": torch.stack(licl).sum()}
+        licl, parts["joint"] = self.late_losses(late, weights, present, local)
+        parts.update({"icl": torch.stack(icl).sum(), "licl": torch.stack(licl).sum()})
         total = parts["joint"] + parts["icl"] + parts["licl"]
         if self.cprl is not None:
+            joint = weighted_concat(late, weights)
             reference = (F.normalize(late, dim=-1) * present.unsqueeze(-1)).flatten(1)  # R: modality-wise concat
             parts["rl"], rl_parts = self.cprl(joint, reference)
             total = total + parts["rl"]

@@ -171,7 +171,12 @@ class MultiWeightGATConv(CachedAttentionStructure, MessagePassing):
         if self.fused and targets is None:
             # every node: transform first (W_j x, N x d_out), then one block-diagonal spmm aggregates each head in its
             # own d_head columns -- half the sparse work of aggregating the d_in-wide input once per head
-            h = self.lin_nbr(x).view(num_nodes, self.heads, self.head_dim).transpose(0, 1)
+            own = None
+            if self.lin_node is not None:  # W_j x and W_i x in one product
+                h, own = F.linear(x, torch.cat([self.lin_nbr.weight, self.lin_node.weight])).split(self.out_dim, 1)
+            else:
+                h = self.lin_nbr(x)
+            h = h.view(num_nodes, self.heads, self.head_dim).transpose(0, 1)
             h = h.reshape(self.heads * num_nodes, self.head_dim)  # (H N, d_head), head-major
             out = _StackedSpmm.apply(alpha.t().reshape(-1), h, self._block_structure(st))
             out = out.view(self.heads, num_nodes, self.head_dim).transpose(0, 1)  # (N, H, d_head)
@@ -185,7 +190,9 @@ class MultiWeightGATConv(CachedAttentionStructure, MessagePassing):
             h = self.lin_nbr(x).view(num_nodes, self.heads, self.head_dim)
             out = self.propagate(st.edge_index, h=h, alpha=alpha, size=(num_nodes, num_targets))
         if self.lin_node is not None:
-            own = self.lin_node(x if targets is None else x[targets]).view(num_targets, self.heads, self.head_dim)
+            if not (self.fused and targets is None):
+                own = self.lin_node(x if targets is None else x[targets])
+            own = own.reshape(num_targets, self.heads, self.head_dim)
             out = out + self_alpha.unsqueeze(-1) * own  # alpha_ii W_i h_i
         out = out.reshape(num_targets, self.out_dim)
         if self.bias is not None:

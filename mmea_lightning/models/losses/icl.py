@@ -64,11 +64,17 @@ class ICLLoss(nn.Module):
     def _chunk_loss(self, emb: Tensor, emb2: Tensor, links: Tensor) -> Tensor:
         h1 = F.normalize(emb[links[:, 0]], dim=1)
         h2 = F.normalize(emb2[links[:, 1]], dim=1)
+        return self.from_similarities(h1 @ h2.t(), h1 @ h1.t(), h2 @ h2.t())
+
+    def from_similarities(self, sim_ab: Tensor, sim_aa: Tensor, sim_bb: Tensor) -> Tensor:
+        """The loss of one batch of ``B`` links from its cosine-similarity blocks ``(B, B)``: ``sim_ab[i, j] =
+        h1_i . h2_j``, ``sim_aa = h1 h1^T``, ``sim_bb = h2 h2^T`` (what :meth:`forward` computes per chunk; for
+        callers that already hold the similarities, e.g. of several embeddings that share blocks)."""
         t = self.temperature
-        logits_ab = h1 @ h2.t() / t
-        logits_aa = mask_diagonal(h1 @ h1.t() / t)
-        logits_bb = mask_diagonal(h2 @ h2.t() / t)
-        target = torch.arange(links.size(0), device=logits_ab.device)
+        logits_ab = sim_ab / t
+        logits_aa = mask_diagonal(sim_aa / t)
+        logits_bb = mask_diagonal(sim_bb / t)
+        target = torch.arange(sim_ab.size(0), device=logits_ab.device)
         loss_a = F.cross_entropy(torch.cat([logits_ab, logits_aa], dim=1), target)
         loss_b = F.cross_entropy(torch.cat([logits_ab.t(), logits_bb], dim=1), target)
         return self.ab_weight * loss_a + (1 - self.ab_weight) * loss_b
