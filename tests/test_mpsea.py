@@ -217,9 +217,9 @@ def _mmpf(**kwargs) -> PreSynergisticFusion:
 
 def test_mmpf_shapes_injection_and_lambda_gradients():
     fusion = _mmpf()
-    tokens, graph_kv = torch.randn(6, 4, 10), (torch.randn(6, 5, 2), torch.randn(6, 5, 2))
+    tokens, graph_kv = torch.randn(4, 6, 10), (torch.randn(6, 5, 2), torch.randn(6, 5, 2))  # modality-major
     late, beta = fusion(tokens, graph_kv)
-    assert late.shape == (6, 4, 10) and beta.shape == (6, 5, 4)
+    assert late.shape == (4, 6, 10) and beta.shape == (6, 5, 4)
     # every head's attention mass (4 queries) lands on r, a, n, the graph slot and the visual slot
     assert (beta.sum(-1) < 4).all() and (beta > 0).all()
     (late.square().sum() + beta.sum()).backward()
@@ -232,34 +232,35 @@ def test_mmpf_shapes_injection_and_lambda_gradients():
     assert no_graph.lambda_g is None
     torch.testing.assert_close(no_graph(tokens, None)[0], no_graph(tokens, other)[0])
     # an entity's fusion does not depend on its batch
-    torch.testing.assert_close(fusion(tokens[2:3], (graph_kv[0][2:3], graph_kv[1][2:3]))[0], late[2:3])
+    torch.testing.assert_close(fusion(tokens[:, 2:3], (graph_kv[0][2:3], graph_kv[1][2:3]))[0], late[:, 2:3])
 
 
 def test_mmpf_without_visual_injection_has_no_visual_key():
     fusion = _mmpf(inject_visual=False)
     assert fusion.lambda_v is None
-    tokens, graph_kv = torch.randn(3, 4, 10), (torch.randn(3, 5, 2), torch.randn(3, 5, 2))
+    tokens, graph_kv = torch.randn(4, 3, 10), (torch.randn(3, 5, 2), torch.randn(3, 5, 2))
     late, beta = fusion(tokens, graph_kv)
     assert torch.equal(beta[..., 3], torch.zeros(3, 5))  # the image receives no attention
     changed = tokens.clone()
-    changed[:, 3] += 1.0
-    torch.testing.assert_close(fusion(changed, graph_kv)[0][:, :3], late[:, :3])  # nobody reads the image
+    changed[3] += 1.0
+    torch.testing.assert_close(fusion(changed, graph_kv)[0][:3], late[:3])  # nobody reads the image
 
 
 def test_mmpf_masks_missing_modalities():
     fusion = _mmpf()
-    tokens, graph_kv = torch.randn(3, 4, 10), (torch.randn(3, 5, 2), torch.randn(3, 5, 2))
+    tokens, graph_kv = torch.randn(4, 3, 10), (torch.randn(3, 5, 2), torch.randn(3, 5, 2))
     present = torch.ones(3, 4, dtype=torch.bool)
     present[1, 2] = False  # entity 1 has no numeric values
     late, beta = fusion(tokens, graph_kv, present)
     changed = tokens.clone()
-    changed[1, 2] = torch.randn(10)
+    changed[2, 1] = torch.randn(10)
     late2, _ = fusion(changed, graph_kv, present)
     others = [0, 1, 3]
-    torch.testing.assert_close(late2[1, others], late[1, others])  # other modalities never read the missing one
-    assert not torch.allclose(late2[1, 2], late[1, 2])  # its own query still runs (its weight is 0 downstream)
+    torch.testing.assert_close(late2[others, 1], late[others, 1])  # other modalities never read the missing one
+    assert not torch.allclose(late2[2, 1], late[2, 1])  # its own query still runs (its weight is 0 downstream)
     assert (beta[1, :, 2] < 1.0 + 1e-6).all() and (beta[0, :, 2] > beta[1, :, 2]).all()
-    torch.testing.assert_close(late[[0, 2]], fusion(tokens[[0, 2]], (graph_kv[0][[0, 2]], graph_kv[1][[0, 2]]))[0])
+    rows = [0, 2]
+    torch.testing.assert_close(late[:, rows], fusion(tokens[:, rows], (graph_kv[0][rows], graph_kv[1][rows]))[0])
 
 
 def test_cross_modal_weights_equations_8_9_and_masking():
@@ -360,10 +361,10 @@ def test_late_losses_share_blocks_and_equal_the_explicit_icl(chunk_size, datamod
     present = model.present[entities]
     late, weights = model.fuse(model.encode(entities), present)
     licl, joint = model.late_losses(late, weights, present, local)
-    torch.testing.assert_close(joint, model.icl(weighted_concat(late, weights), local))  # L_joi, Eq. 15
+    torch.testing.assert_close(joint, model.icl(weighted_concat(late.transpose(0, 1), weights), local))  # Eq. 15
     for i, m in enumerate(model.modalities):
         if chunk_size is None or present[:, i].all():  # chunks of the kept links = kept links of the chunks
-            torch.testing.assert_close(licl[i], model._modality_icl(late[:, i], local, present[:, i]), msg=m)
+            torch.testing.assert_close(licl[i], model._modality_icl(late[i], local, present[:, i]), msg=m)
     assert not present[:, model.modalities.index("numeric")].all()  # the masked path ran
 
 

@@ -155,8 +155,8 @@ class MPSEA(nn.Module):
             raise ValueError(f"eval_embedding must be 'late' or 'early', got {eval_embedding!r}")
         used, self.dropped_modalities = resolve_modalities(
             requested, features.present, strict=strict_modalities, model=self.name, surface=surface)
-        # graph first (Eq. 8-9 order), then the m1 modalities in the requested order
-        self.m1 = [m for m in used if m != STRUCTURE]
+        # graph first (Eq. 8-9 order), then the m1 modalities: text ones in the requested order, image last
+        self.m1 = [m for m in used if m not in (STRUCTURE, VISUAL)] + ([VISUAL] if VISUAL in used else [])
         self.modalities = ([STRUCTURE] if STRUCTURE in used else []) + self.m1
         self.switches = switches
         self.eval_embedding = eval_embedding
@@ -229,19 +229,19 @@ class MPSEA(nn.Module):
 
     # ------------------------------------------------------------------------------------------------ fusion
     def fuse(self, tokens: Mapping[str, Tensor], present: Tensor) -> tuple[Tensor, Tensor]:
-        """``tokens`` (modality -> ``(n, dim)``), ``present (n, M)`` -> late tokens ``x~^m`` ``(n, M, dim)`` and the
-        cross-modal weights ``(n, M)``, both in :attr:`modalities` order."""
+        """``tokens`` (modality -> ``(n, dim)``), ``present (n, M)`` -> late tokens ``x~^m`` ``(M, n, dim)``
+        (modality-major) and the cross-modal weights ``(n, M)``, both in :attr:`modalities` order."""
         late, beta_g, beta_m1, graph_kv = [], None, None, None
         if self.graph_transformer is not None:
             graph_late, keys, values, beta_g = self.graph_transformer(tokens[STRUCTURE])
-            late.append(graph_late.unsqueeze(1))
+            late.append(graph_late.unsqueeze(0))
             graph_kv = (keys, values)
         if self.mmpf is not None:
             offset = len(self.modalities) - len(self.m1)
-            m1_late, beta_m1 = self.mmpf(torch.stack([tokens[m] for m in self.m1], dim=1),
+            m1_late, beta_m1 = self.mmpf(torch.stack([tokens[m] for m in self.m1]),
                                          graph_kv if self.mmpf.inject_graph else None, present[:, offset:])
             late.append(m1_late)
-        return torch.cat(late, dim=1), cross_modal_weights(beta_m1, beta_g, present)
+        return torch.cat(late), cross_modal_weights(beta_m1, beta_g, present)
 
     def joint(self, tokens: Mapping[str, Tensor], present: Tensor) -> Tensor:
         """``(n, M dim)`` joint embedding used for ranking (not normalised)."""
@@ -249,7 +249,7 @@ class MPSEA(nn.Module):
         self._chunk_weights = weights.detach()
         if self.eval_embedding == "early":
             return weighted_concat(torch.stack([tokens[m] for m in self.modalities], dim=1), weights)
-        return weighted_concat(late, weights)
+        return weighted_concat(late.transpose(0, 1), weights)
 
     def forward(self) -> Tensor:
         """``(N, M dim)`` L2-normalised joint embeddings of every entity (fused in chunks)."""
@@ -282,13 +282,13 @@ class MPSEA(nn.Module):
         weighted sum instead of a ``(M d)``-wide product. The links are cut into chunks of ``chunk_size`` first; a
         modality's loss then keeps, within each chunk, the links whose two entities both have it.
         """
-        tokens = F.normalize(late, dim=-1)  # (n, M, d)
+        tokens = F.normalize(late, dim=-1)  # (M, n, d)
         scale = weights / weights.norm(dim=1, keepdim=True)  # w_m / |w|: the joint embedding's normalisation
         licl: list[list[Tensor]] = [[] for _ in self.modalities]
         joint = []
         for chunk in link_chunks(links, self.icl.chunk_size):
             left, right = chunk[:, 0], chunk[:, 1]
-            a, b = tokens[left].transpose(0, 1), tokens[right].transpose(0, 1)  # (M, c, d)
+            a, b = tokens[:, left], tokens[:, right]  # (M, c, d)
             sim_ab, sim_aa, sim_bb = a @ b.transpose(1, 2), a @ a.transpose(1, 2), b @ b.transpose(1, 2)  # (M, c, c)
             wa, wb = scale[left].t().unsqueeze(2), scale[right].t().unsqueeze(2)  # (M, c, 1)
             joint.append(self.icl.from_similarities((wa * wb.transpose(1, 2) * sim_ab).sum(0),
@@ -312,16 +312,15 @@ class MPSEA(nn.Module):
         tokens = self.encode(entities)
         present = self.present[entities]
         late, weights = self.fuse(tokens, present)
-        early = torch.stack([tokens[m] for m in self.modalities], dim=1)
         parts: dict[str, Tensor] = {}
 
-        icl = [self._modality_icl(early[:, i], local, present[:, i]) for i in range(len(self.modalities))]
+        icl = [self._modality_icl(tokens[m], local, present[:, i]) for i, m in enumerate(self.modalities)]
         licl, parts["joint"] = self.late_losses(late, weights, present, local)
         parts.update({"icl": torch.stack(icl).sum(), "licl": torch.stack(licl).sum()})
         total = parts["joint"] + parts["icl"] + parts["licl"]
         if self.cprl is not None:
-            joint = weighted_concat(late, weights)
-            reference = (F.normalize(late, dim=-1) * present.unsqueeze(-1)).flatten(1)  # R: modality-wise concat
+            joint = weighted_concat(late.transpose(0, 1), weights)
+            reference = (F.normalize(late, dim=-1) * present.t().unsqueeze(-1)).transpose(0, 1).flatten(1)  # R
             parts["rl"], rl_parts = self.cprl(joint, reference)
             total = total + parts["rl"]
             parts.update({f"cprl_{k}": v for k, v in rl_parts.items()})

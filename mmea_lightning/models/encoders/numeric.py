@@ -19,9 +19,9 @@ class DNEFEncoder(nn.Module):
 
     * the values are the :class:`~mmea_lightning.data.features.FeatureSet` ``numeric`` table -- per-attribute
       z-scores of the mmkb numeric triples (clipped), i.e. "normalised" numeric triples;
-    * an entity with several numeric triples gets the *mean* of their ``phi`` (a linear pooling, computed as two
-      ``(n, A) x (A, d)`` products), then the FFN (``Linear(d, ffn_dim) -> ReLU -> Linear(ffn_dim, d)``) once per
-      entity -- the same function class per triple would cost one FFN per triple;
+    * an entity with several numeric triples gets the *mean* of their ``phi``, then the FFN
+      (``Linear(d, ffn_dim) -> ReLU -> Linear(ffn_dim, d)``) once per entity (one FFN per triple would cost as many
+      FFNs as triples);
     * an entity without numeric values gets the zero vector and ``has_values`` is ``False`` for it (the aligner
       masks it out of attention, weights and losses).
 
@@ -41,9 +41,13 @@ class DNEFEncoder(nn.Module):
         self.zeta = nn.Parameter(torch.empty(num_attributes, dim))
         self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.ReLU(), nn.Linear(ffn_dim, dim))
         mask = mask.bool()
-        self.register_buffer("values", values.float() * mask, persistent=False)
-        self.register_buffer("known", mask.float(), persistent=False)
-        self.register_buffer("has_values", mask.any(dim=1), persistent=False)
+        entity, attribute = mask.nonzero(as_tuple=True)  # the numeric triples, sorted by entity
+        self.register_buffer("triple_entity", entity, persistent=False)
+        self.register_buffer("triple_attribute", attribute, persistent=False)
+        self.register_buffer("triple_value", values.float()[entity, attribute], persistent=False)
+        counts = mask.sum(dim=1)
+        self.register_buffer("ptr", torch.cat([counts.new_zeros(1), counts.cumsum(0)]), persistent=False)
+        self.register_buffer("has_values", counts > 0, persistent=False)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -58,9 +62,17 @@ class DNEFEncoder(nn.Module):
         return values.unsqueeze(1) * self.gamma[attributes] + self.zeta[attributes]
 
     def forward(self, index: Tensor | None = None) -> Tensor:
-        """``(n, d)`` embeddings of the entities ``index`` (all entities when ``None``)."""
-        values = self.values if index is None else self.values[index]
-        known = self.known if index is None else self.known[index]
-        count = known.sum(dim=1, keepdim=True)
-        pooled = (values @ self.gamma + known @ self.zeta) / count.clamp(min=1.0)  # mean of phi over known triples
-        return self.ffn(pooled) * (count > 0)
+        """``(n, d)`` embeddings of the entities ``index`` (all entities when ``None``); only their triples are
+        expanded (Eq. 4 per triple, then the mean per entity and the FFN)."""
+        if index is None:
+            triples, owner = slice(None), self.triple_entity
+            counts = self.ptr[1:] - self.ptr[:-1]
+        else:
+            starts, counts = self.ptr[index], self.ptr[index + 1] - self.ptr[index]
+            owner = torch.repeat_interleave(torch.arange(index.numel(), device=index.device), counts)
+            first = torch.cumsum(counts, 0) - counts  # each entity's first triple in the gathered list
+            triples = starts[owner] + torch.arange(owner.numel(), device=index.device) - first[owner]
+        phi = self.phi(self.triple_value[triples], self.triple_attribute[triples])  # (T, d)
+        pooled = phi.new_zeros(counts.numel(), phi.shape[1]).index_add_(0, owner, phi)
+        pooled = pooled / counts.clamp(min=1).unsqueeze(1).to(phi.dtype)  # mean of phi over the known triples
+        return self.ffn(pooled) * (counts > 0).unsqueeze(1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -19,9 +20,9 @@ class PreSynergisticFusion(nn.Module):
     """Cross-modal attention over the non-graph modality tokens of each entity, with graph and visual keys/values
     injected into the text modalities' keys/values.
 
-    ``tokens (B, M1, d)`` (the modalities ``m1`` in ``modalities`` order: text modalities -- relation, attribute,
-    numeric, names -- and ``image``), the graph keys/values ``(B, H, d_h)`` of :class:`GraphStructureTransformer`
-    and the ``present (B, M1)`` mask -> ``(late tokens (B, M1, d), beta (B, H, M1))``.
+    ``tokens (M1, B, d)`` (modality-major: the ``m1`` modalities, text modalities -- relation, attribute, numeric,
+    names -- first, ``image`` last), the graph keys/values ``(B, H, d_h)`` of :class:`GraphStructureTransformer` and
+    the ``present (B, M1)`` mask -> ``(late tokens (M1, B, d), beta (B, H, M1))``.
 
     * Eq. 5: per-modality projections ``Q_m, K_m, V_m = x^m W_{q,k,v}^m`` (``H`` heads of ``d_h = d / H``).
     * Eq. 6 (pre-synergy): the text modalities' key/value set ``{K_m2}`` is extended with ``lambda_g * K_g`` and
@@ -41,7 +42,8 @@ class PreSynergisticFusion(nn.Module):
     unmasked rather than turned into NaN.
 
     Args:
-        modalities: the ``m1`` modality names (at least one text modality, or ``image`` with the visual injection).
+        modalities: the ``m1`` modality names, text modalities first, ``image`` (if any) last; at least one text
+            modality, or ``image`` with the visual injection.
         dim / heads / ffn_dim / dropout: token width, MMPF heads, FFN width, dropout on attention and FFN outputs.
         inject_graph / inject_visual: the two halves of the pre-synergy (off: ``w/o MMPF-gph`` / ``w/o MMPF-img``).
         visual_ffn: keyword arguments of :class:`VisualFeedForward` (``use_outlooker``, ``use_conv``, ``channels``,
@@ -55,74 +57,85 @@ class PreSynergisticFusion(nn.Module):
         if dim % heads:
             raise ValueError(f"heads ({heads}) must divide dim ({dim})")
         self.modalities = list(modalities)
-        self.text = [i for i, m in enumerate(self.modalities) if m != VISUAL]
-        self.visual = self.modalities.index(VISUAL) if VISUAL in self.modalities else None
+        if VISUAL in self.modalities[:-1]:
+            raise ValueError(f"MMPF takes the text modalities first and {VISUAL!r} last, got {self.modalities}")
+        self.has_visual = bool(self.modalities) and self.modalities[-1] == VISUAL
+        self.num_text = len(self.modalities) - int(self.has_visual)
         self.inject_graph = inject_graph
-        self.inject_visual = inject_visual and self.visual is not None
-        if not self.text and not self.inject_visual:
+        self.inject_visual = inject_visual and self.has_visual
+        if not self.num_text and not self.inject_visual:
             raise ValueError(f"MMPF over {self.modalities} has no key to attend to: it needs a text modality "
                              "(relation, attribute, numeric, names) or the visual injection")
         self.dim, self.heads, self.head_dim = dim, heads, dim // heads
-        self.qkv = nn.ModuleList(nn.Linear(dim, 3 * dim) for _ in self.modalities)  # W_q^m, W_k^m, W_v^m (Eq. 5)
+        num_m1 = len(self.modalities)
+        # W_q^m, W_k^m, W_v^m of every modality (Eq. 5), applied as one batched product
+        self.qkv_weight = nn.Parameter(torch.empty(num_m1, dim, 3 * dim))
+        self.qkv_bias = nn.Parameter(torch.empty(num_m1, 1, 3 * dim))
         self.lambda_g = nn.Parameter(torch.ones(())) if inject_graph else None
         self.lambda_v = nn.Parameter(torch.ones(())) if self.inject_visual else None
         self.out = nn.Linear(dim, dim)  # W_o
         self.attn_norm = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
-        self.text_ffn = FeedForward(dim, ffn_dim, dropout) if self.text else None
-        self.text_norm = nn.LayerNorm(dim) if self.text else None
+        self.text_ffn = FeedForward(dim, ffn_dim, dropout) if self.num_text else None
+        self.text_norm = nn.LayerNorm(dim) if self.num_text else None
         self.visual_ffn = (VisualFeedForward(dim, ffn_dim, dropout=dropout, **dict(visual_ffn or {}))
-                           if self.visual is not None else None)
+                           if self.has_visual else None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        bound = 1.0 / math.sqrt(self.dim)  # nn.Linear's default initialisation, per modality
+        nn.init.uniform_(self.qkv_weight, -bound, bound)
+        nn.init.uniform_(self.qkv_bias, -bound, bound)
 
     def forward(self, tokens: Tensor, graph_kv: tuple[Tensor, Tensor] | None = None,
                 present: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        batch, num_m1, _ = tokens.shape
+        num_m1, batch, _ = tokens.shape
         if num_m1 != len(self.modalities):
             raise ValueError(f"expected {len(self.modalities)} modality tokens, got {num_m1}")
         if self.inject_graph and graph_kv is None:
             raise ValueError("MMPF injects the graph keys/values: pass graph_kv (or build it with inject_graph=False)")
         present = tokens.new_ones(batch, num_m1, dtype=torch.bool) if present is None else present.bool()
-        heads, head_dim = self.heads, self.head_dim
-        q, k, v = torch.stack([proj(tokens[:, i]) for i, proj in enumerate(self.qkv)], dim=1).view(
-            batch, num_m1, 3, heads, head_dim).permute(2, 0, 3, 1, 4)  # each (B, H, M1, d_h)
+        heads, head_dim, dim, text = self.heads, self.head_dim, self.dim, self.num_text
+        qkv = torch.baddbmm(self.qkv_bias, tokens, self.qkv_weight)  # (M1, B, 3d)
+        q, k, v = qkv[..., :dim], qkv[..., dim:2 * dim], qkv[..., 2 * dim:]
 
-        keys, values, key_present, owner = [k[:, :, self.text]], [v[:, :, self.text]], [present[:, self.text]], \
-            list(self.text)
+        keys, values, key_present, owner = [k[:text]], [v[:text]], [present[:, :text]], list(range(text))
         if self.inject_graph:  # Eq. 6: lambda_g K_g, lambda_g V_g
-            keys.append(self.lambda_g * graph_kv[0].unsqueeze(2))
-            values.append(self.lambda_g * graph_kv[1].unsqueeze(2))
+            keys.append(self.lambda_g * graph_kv[0].reshape(1, batch, dim))
+            values.append(self.lambda_g * graph_kv[1].reshape(1, batch, dim))
             key_present.append(present.new_ones(batch, 1))
             owner.append(-1)
         if self.inject_visual:  # Eq. 6: lambda_v K_v, lambda_v V_v
-            keys.append(self.lambda_v * k[:, :, self.visual:self.visual + 1])
-            values.append(self.lambda_v * v[:, :, self.visual:self.visual + 1])
-            key_present.append(present[:, self.visual:self.visual + 1])
-            owner.append(self.visual)
-        keys, values = torch.cat(keys, dim=2), torch.cat(values, dim=2)  # (B, H, K, d_h)
+            keys.append(self.lambda_v * k[text:])
+            values.append(self.lambda_v * v[text:])
+            key_present.append(present[:, text:])
+            owner.append(text)
+        keys = torch.cat(keys).view(-1, batch, heads, head_dim)  # (K, B, H, d_h)
+        values = torch.cat(values).view(-1, batch, heads, head_dim)
         key_present = torch.cat(key_present, dim=1)  # (B, K)
         owner_t = torch.tensor(owner, device=tokens.device)  # the m1 index each key column belongs to (-1: graph)
 
         own = owner_t.unsqueeze(0) == torch.arange(num_m1, device=tokens.device).unsqueeze(1)  # (M1, K)
         allowed = key_present.unsqueeze(1) | own.unsqueeze(0)  # (B, M1, K)
         allowed = allowed | ~allowed.any(dim=-1, keepdim=True)
-        logits = (q @ keys.transpose(-1, -2)) * head_dim ** -0.5  # (B, H, M1, K)
+        logits = torch.einsum("mbhd,kbhd->bhmk", q.view(num_m1, batch, heads, head_dim), keys) * head_dim ** -0.5
         logits = logits.masked_fill(~allowed.unsqueeze(1), float("-inf"))
-        probs = logits.softmax(dim=-1)  # beta_{m1, z} (Eq. 7)
-        attended = (self.dropout(probs) @ values).transpose(1, 2).reshape(batch, num_m1, self.dim)
-        hidden = self.attn_norm(tokens + self.dropout(self.out(attended)))
+        probs = logits.softmax(dim=-1)  # beta_{m1, z} (Eq. 7), (B, H, M1, K)
+        attended = torch.einsum("bhmk,kbhd->mbhd", self.dropout(probs), values).reshape(num_m1, batch, dim)
+        hidden = self.attn_norm(tokens + self.dropout(self.out(attended)))  # (M1, B, d)
 
-        late = torch.empty_like(hidden)
-        if self.text:
-            text = hidden[:, self.text]
-            late[:, self.text] = self.text_norm(text + self.dropout(self.text_ffn(text)))
-        if self.visual is not None:
-            late[:, self.visual] = self.visual_ffn(hidden[:, self.visual])
+        late = []
+        if text:
+            hidden_text = hidden[:text]
+            late.append(self.text_norm(hidden_text + self.dropout(self.text_ffn(hidden_text))))
+        if self.has_visual:
+            late.append(self.visual_ffn(hidden[text]).unsqueeze(0))
 
         received = probs.sum(dim=2)  # (B, H, K): attention each key column receives, summed over the queries
-        beta = received.new_zeros(batch, heads, num_m1)
-        columns = owner_t >= 0
-        beta[:, :, owner_t[columns]] = received[:, :, columns]
-        return late, beta
+        beta = [received[..., :text]]
+        if self.has_visual:
+            beta.append(received[..., -1:] if self.inject_visual else received.new_zeros(batch, heads, 1))
+        return torch.cat(late), torch.cat(beta, dim=-1)
 
     def describe(self) -> dict:
         """The learnt injection weights."""
