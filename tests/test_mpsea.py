@@ -314,6 +314,12 @@ def test_cprl_reinforce_loss_and_gradients():
     action = torch.multinomial(log_probs.detach().exp(), 1).squeeze(1)
     expected = -(action * signal["fr"].detach() * log_probs[torch.arange(64), action]).mean()
     torch.testing.assert_close(loss, expected)
+    state = torch.cat([joint, signal["mi"].unsqueeze(1)], dim=1)  # pi = softmax(W_p [J ; MI]), Eq. 13
+    torch.testing.assert_close(log_probs, F.log_softmax(cprl.policy(state), dim=1))
+    torch.manual_seed(1)
+    torch.testing.assert_close(cprl(joint, cos=signal["cos"])[0], loss)
+    with pytest.raises(ValueError, match="exactly one"):
+        cprl(joint)
     assert 0 < parts["match_rate"] < 1
     loss.backward()
     assert cprl.policy.weight.grad.abs().sum() > 0 and joint.grad.abs().sum() > 0
@@ -366,6 +372,10 @@ def test_late_losses_share_blocks_and_equal_the_explicit_icl(chunk_size, datamod
         if chunk_size is None or present[:, i].all():  # chunks of the kept links = kept links of the chunks
             torch.testing.assert_close(licl[i], model._modality_icl(late[i], local, present[:, i]), msg=m)
     assert not present[:, model.modalities.index("numeric")].all()  # the masked path ran
+    # CPRL's cos(J, R) from the weights equals the cosine of the (M d)-wide vectors
+    joint_vectors = weighted_concat(late.transpose(0, 1), weights)
+    torch.testing.assert_close(model.joint_reference_cosine(weights, present),
+                               F.cosine_similarity(joint_vectors, model.reference(late, present), dim=1))
 
 
 def test_mpsea_masks_entities_without_numeric_values(datamodule):
@@ -404,6 +414,14 @@ def test_every_ablation_builds_and_trains_one_step(name, datamodule):
     }.get(name, {})
     assert all(components[key] == value for key, value in expected.items())
     assert (model.cprl is None) == (name == "wo_cprl")
+
+
+def test_modality_order_text_first_image_last(datamodule):
+    model = MPSEA(datamodule.features, surface=True, modalities=["image", "structure", "numeric", "relation"], **SMALL)
+    assert model.modalities == ["structure", "numeric", "relation", "name_char", "image"]  # names are text
+    assert model.describe()["modalities_dropped"] == ["name_sbert"]
+    with pytest.raises(ValueError, match="last"):
+        PreSynergisticFusion(["image", "relation"], dim=10, heads=5)
 
 
 def test_unknown_ablation_lists_the_valid_ones(datamodule):

@@ -16,7 +16,9 @@ Pipeline (each piece is its own module, see there for the equations and the choi
 * CPRL (Sec. 3.5, Eq. 10-13, :class:`CPRL`) on ``J = x~^mu`` and ``R`` = the concatenated late modality embeddings;
 * loss (Sec. 3.6, Eq. 14-15): ``L_joi`` (ICL on the late joint embedding) + ``L_ICL`` (ICL of every modality before
   fusion) + ``L_LICL`` (after fusion) + ``L_RL``, a plain sum, with the shared :class:`ICLLoss` (MCLEA's, which the
-  paper follows: temperature 0.1, in-batch negatives from both graphs, chunks of 512 links summed).
+  paper follows: temperature 0.1, in-batch negatives from both graphs, chunks of 512 links summed). ``L_LICL`` and
+  ``L_joi`` share one set of per-modality similarity blocks (:meth:`MPSEA.late_losses`), and CPRL's ``cos(J, R)``
+  follows from the weights (:meth:`MPSEA.joint_reference_cosine`): the same numbers, less work.
 
 Further choices:
 
@@ -125,7 +127,7 @@ class MPSEA(nn.Module):
         numeric_ffn_dim: int = 300,
         fusion_heads: int = 5,
         ffn_dim: int = 300,
-        fusion_dropout: float = 0.1,
+        fusion_dropout: float = 0.0,
         inject_graph: bool = True,
         inject_visual: bool = True,
         use_outlooker: bool = True,
@@ -305,6 +307,20 @@ class MPSEA(nn.Module):
         total = [torch.stack(losses).sum() if losses else late.new_zeros(()) for losses in licl]
         return total, torch.stack(joint).sum()
 
+    @staticmethod
+    def reference(late: Tensor, present: Tensor) -> Tensor:
+        """``R (n, M d)`` of CPRL: the modality-wise concatenation of the L2-normalised late embeddings (a zero block
+        where the entity lacks the modality)."""
+        return (F.normalize(late, dim=-1) * present.t().unsqueeze(-1)).transpose(0, 1).flatten(1)
+
+    @staticmethod
+    def joint_reference_cosine(weights: Tensor, present: Tensor) -> Tensor:
+        """``cos(J, R) (n,)`` for ``J = [w_m x^_m]`` and ``R = [p_m x^_m]`` built from the same unit-norm tokens:
+        ``J . R = sum_m w_m``, ``|J| = |w|``, ``|R| = sqrt(#present)``, so ``cos = sum(w) / (|w| sqrt(#present))`` --
+        exactly what :meth:`reference` and the joint embedding give, without the ``(M d)``-wide vectors."""
+        count = present.sum(dim=1).clamp(min=1).to(weights.dtype)
+        return weights.sum(dim=1) / (weights.norm(dim=1).clamp(min=1e-12) * count.sqrt())
+
     def training_loss(self, links: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         batch = len(links)
         entities = torch.cat([links[:, 0], links[:, 1]])  # embed and fuse only what the loss reads
@@ -320,8 +336,7 @@ class MPSEA(nn.Module):
         total = parts["joint"] + parts["icl"] + parts["licl"]
         if self.cprl is not None:
             joint = weighted_concat(late.transpose(0, 1), weights)
-            reference = (F.normalize(late, dim=-1) * present.t().unsqueeze(-1)).transpose(0, 1).flatten(1)  # R
-            parts["rl"], rl_parts = self.cprl(joint, reference)
+            parts["rl"], rl_parts = self.cprl(joint, cos=self.joint_reference_cosine(weights, present))
             total = total + parts["rl"]
             parts.update({f"cprl_{k}": v for k, v in rl_parts.items()})
         parts.update({f"icl_{m}": loss.detach() for m, loss in zip(self.modalities, icl)})

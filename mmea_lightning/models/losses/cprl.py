@@ -22,7 +22,10 @@ class CPRLReward(nn.Module):
         self.theta, self.alpha, self.beta = float(theta), float(alpha), float(beta)
 
     def forward(self, joint: Tensor, reference: Tensor) -> dict[str, Tensor]:
-        cos = F.cosine_similarity(joint, reference, dim=1, eps=1e-8)
+        return self.from_cosine(F.cosine_similarity(joint, reference, dim=1, eps=1e-8))
+
+    def from_cosine(self, cos: Tensor) -> dict[str, Tensor]:
+        """Eq. 10-12 from ``cos (B,) = cos_sim(J, R)`` already known."""
         mi = torch.exp(cos)
         reward = torch.clamp(cos - self.theta, min=0.0) + self.alpha * mi
         penalty = self.beta * (self.theta - cos)
@@ -63,14 +66,21 @@ class CPRL(nn.Module):
         self.detach_state = detach_state
 
     def action_log_probs(self, joint: Tensor, mi: Tensor) -> Tensor:
-        """``(B, 2)`` log-probabilities of the actions (0: mismatch, 1: match)."""
-        state = torch.cat([joint, mi.unsqueeze(1)], dim=1)
+        """``(B, 2)`` log-probabilities of the actions (0: mismatch, 1: match): ``log_softmax(W_p [J ; MI])``
+        (computed as ``W_p[:, :D] J + W_p[:, D] MI + b``, without materialising the concatenation)."""
         if self.detach_state:
-            state = state.detach()
-        return F.log_softmax(self.policy(state), dim=1)
+            joint, mi = joint.detach(), mi.detach()
+        weight = self.policy.weight
+        logits = F.linear(joint, weight[:, :-1], self.policy.bias) + mi.unsqueeze(1) * weight[:, -1]
+        return F.log_softmax(logits, dim=1)
 
-    def forward(self, joint: Tensor, reference: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        signal = self.reward(joint, reference)
+    def forward(self, joint: Tensor, reference: Tensor | None = None,
+                cos: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """``joint (B, D)`` and either ``reference (B, D)`` or, when the caller knows it, ``cos (B,)`` =
+        ``cos_sim(joint, reference)``."""
+        if (reference is None) == (cos is None):
+            raise ValueError("pass exactly one of reference and cos")
+        signal = self.reward(joint, reference) if cos is None else self.reward.from_cosine(cos)
         log_probs = self.action_log_probs(joint, signal["mi"])
         if self.training:
             action = torch.multinomial(log_probs.detach().exp(), 1).squeeze(1)
