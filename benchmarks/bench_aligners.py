@@ -1,6 +1,8 @@
 """Speed and memory of the aligners on real data: load + feature time, seconds per training epoch (wall and
 process CPU), seconds per validation check, evaluation time (all protocols), peak memory, and the projected wall
-time of the model's full run (``max_epochs`` epochs with a validation every ``check_val_every_n_epoch``).
+time of the model's full run (``max_epochs`` epochs with a validation every ``check_val_every_n_epoch``; the
+``full_run_cpu_min`` column counts process CPU time instead, training and validation: with ``--threads 1`` what the
+run needs of one idle core, whatever the neighbours do).
 
     python benchmarks/bench_aligners.py --data-dir ../shared/data                  # EVA, every dataset, 20 epochs
     python benchmarks/bench_aligners.py --data-dir ../shared/data --models eva mclea meaformer --datasets fbdb15k
@@ -59,7 +61,8 @@ def measure(model: str, dataset: str, data_dir: str, epochs: int, extra: list[st
         wall = time.perf_counter() - start
     info = summary["run"]
     perf = info["perf"]
-    val_s = perf["validation_seconds"] / max(perf["validation_checks"], 1)
+    checks = max(perf["validation_checks"], 1)
+    val_s, val_cpu_s = perf["validation_seconds"] / checks, perf["validation_cpu_seconds"] / checks
     return {
         "model": model,
         "dataset": dataset,
@@ -72,6 +75,7 @@ def measure(model: str, dataset: str, data_dir: str, epochs: int, extra: list[st
         "val_s": val_s,
         f"full_run_min ({full_epochs}ep)": (full_epochs * perf["seconds_per_epoch"] + full_epochs // val_every * val_s
                                             + perf["test_seconds"]) / 60,
+        "full_run_cpu_min": (full_epochs * perf["cpu_seconds_per_epoch"] + full_epochs // val_every * val_cpu_s) / 60,
         "eval_s": perf["test_seconds"],
         "peak_mib": perf["peak_memory_mb"],
         "wall_s": wall,

@@ -357,20 +357,30 @@ def test_mpsea_training_step_gradients_and_forward(datamodule):
     assert info["components"]["outlooker"] and info["components"]["gat"] == "multi-weight"
 
 
+def _masked_icl(model: MPSEA, embeddings: torch.Tensor, links: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """The shared ICLLoss over the links whose two entities both have the modality."""
+    keep = present[links[:, 0]] & present[links[:, 1]]
+    return model.icl(embeddings, links[keep])
+
+
 @pytest.mark.parametrize("chunk_size", [None, 16])
-def test_late_losses_share_blocks_and_equal_the_explicit_icl(chunk_size, datamodule):
+def test_paired_losses_equal_the_shared_icl(chunk_size, datamodule):
     torch.manual_seed(0)
     model = MPSEA(datamodule.features, chunk_size=chunk_size, **SMALL)
     links = datamodule.seed_links[:60]
     local = torch.stack([torch.arange(60), torch.arange(60, 120)], dim=1)
     entities = torch.cat([links[:, 0], links[:, 1]])
     present = model.present[entities]
-    late, weights = model.fuse(model.encode(entities), present)
-    licl, joint = model.late_losses(late, weights, present, local)
+    tokens = model.encode(entities)
+    late, weights = model.fuse(tokens, present)
+    licl, joint = model.paired_losses(late, present, weights)
     torch.testing.assert_close(joint, model.icl(weighted_concat(late.transpose(0, 1), weights), local))  # Eq. 15
+    early, none = model.paired_losses(torch.stack([tokens[m] for m in model.modalities]), present)
+    assert none is None
     for i, m in enumerate(model.modalities):
         if chunk_size is None or present[:, i].all():  # chunks of the kept links = kept links of the chunks
-            torch.testing.assert_close(licl[i], model._modality_icl(late[i], local, present[:, i]), msg=m)
+            torch.testing.assert_close(licl[i], _masked_icl(model, late[i], local, present[:, i]), msg=m)
+            torch.testing.assert_close(early[i], _masked_icl(model, tokens[m], local, present[:, i]), msg=m)
     assert not present[:, model.modalities.index("numeric")].all()  # the masked path ran
     # CPRL's cos(J, R) from the weights equals the cosine of the (M d)-wide vectors
     joint_vectors = weighted_concat(late.transpose(0, 1), weights)

@@ -23,6 +23,7 @@ class RunTimer(L.Callback):
         self.epoch_seconds: list[float] = []
         self.epoch_cpu_seconds: list[float] = []
         self.validation_checks = 0
+        self.validation_cpu_seconds = 0.0
         self._cpu_start = 0.0
         self._validation_cpu_in_epoch = 0.0
         self._eval_cpu_start = 0.0
@@ -51,7 +52,9 @@ class RunTimer(L.Callback):
         seconds = time.perf_counter() - self._eval_start
         self.eval_seconds["validation"] += seconds
         self._validation_in_epoch += seconds
-        self._validation_cpu_in_epoch += time.process_time() - self._eval_cpu_start
+        cpu = time.process_time() - self._eval_cpu_start
+        self._validation_cpu_in_epoch += cpu
+        self.validation_cpu_seconds += cpu
         self.validation_checks += 1
 
     def on_test_start(self, trainer, pl_module) -> None:
@@ -71,6 +74,7 @@ class RunTimer(L.Callback):
             "validation_checks": self.validation_checks,
             "train_seconds": sum(self.epoch_seconds),
             "validation_seconds": self.eval_seconds["validation"],
+            "validation_cpu_seconds": self.validation_cpu_seconds,
             "test_seconds": self.eval_seconds["test"],
             "peak_memory_mb": peak_memory_mb(),
         }

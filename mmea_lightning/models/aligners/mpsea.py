@@ -17,7 +17,7 @@ Pipeline (each piece is its own module, see there for the equations and the choi
 * loss (Sec. 3.6, Eq. 14-15): ``L_joi`` (ICL on the late joint embedding) + ``L_ICL`` (ICL of every modality before
   fusion) + ``L_LICL`` (after fusion) + ``L_RL``, a plain sum, with the shared :class:`ICLLoss` (MCLEA's, which the
   paper follows: temperature 0.1, in-batch negatives from both graphs, chunks of 512 links summed). ``L_LICL`` and
-  ``L_joi`` share one set of per-modality similarity blocks (:meth:`MPSEA.late_losses`), and CPRL's ``cos(J, R)``
+  ``L_joi`` share one set of per-modality similarity blocks (:meth:`MPSEA.paired_losses`), and CPRL's ``cos(J, R)``
   follows from the weights (:meth:`MPSEA.joint_reference_cosine`): the same numbers, less work.
 
 Further choices:
@@ -54,7 +54,7 @@ from mmea_lightning.models.fusion_layers.cross_modal_weights import cross_modal_
 from mmea_lightning.models.fusion_layers.graph_transformer import GraphStructureTransformer
 from mmea_lightning.models.fusion_layers.mmpf import PreSynergisticFusion
 from mmea_lightning.models.losses.cprl import CPRL
-from mmea_lightning.models.losses.icl import ICLLoss, link_chunks
+from mmea_lightning.models.losses.icl import ICLLoss
 from mmea_lightning.models.modalities import describe_modalities, resolve_modalities
 
 __all__ = ["ABLATIONS", "MPSEA", "resolve_ablation"]
@@ -266,46 +266,47 @@ class MPSEA(nn.Module):
         return F.normalize(torch.cat(joints), dim=1)
 
     # ------------------------------------------------------------------------------------------------ losses
-    def _modality_icl(self, embeddings: Tensor, links: Tensor, present: Tensor) -> Tensor:
-        """ICL of one modality over the links whose two entities both have it (0 with fewer than two such links)."""
-        keep = present[links[:, 0]] & present[links[:, 1]]
-        if bool(keep.all()):
-            return self.icl(embeddings, links)
-        if int(keep.sum()) < 2:
-            return embeddings.new_zeros(())
-        return self.icl(embeddings, links[keep])
+    def paired_losses(self, tokens: Tensor, present: Tensor,
+                      weights: Tensor | None = None) -> tuple[list[Tensor], Tensor | None]:
+        """The ICL of every modality, and with ``weights`` of the joint embedding, for paired rows.
 
-    def late_losses(self, late: Tensor, weights: Tensor, present: Tensor, links: Tensor) -> tuple[list[Tensor], Tensor]:
-        """``L_LICL`` per modality and ``L_joi``: the ICL of every late modality embedding ``x~^m`` and of the late
-        joint embedding ``x~^mu = [w_m x~^m / |x~^m|]_m``, both from one set of per-modality similarity blocks.
+        ``tokens (M, 2B, d)``: row ``i`` and row ``B + i`` are the two entities of link ``i`` (the layout of a
+        training step); ``present (2B, M)``; ``weights (2B, M)`` the cross-modal weights. Returns the per-modality
+        losses (``L_ICL`` or ``L_LICL`` terms) and ``L_joi`` of ``[w_m x^m / |x^m|]_m`` (or ``None``).
 
-        The joint embedding's cosine is ``sum_m w_m(u) w_m(v) cos(x~^m_u, x~^m_v) / (|w(u)| |w(v)|)``, so once the
-        per-modality blocks of a chunk of links are known (they are, for ``L_LICL``) the joint's blocks cost a
-        weighted sum instead of a ``(M d)``-wide product. The links are cut into chunks of ``chunk_size`` first; a
-        modality's loss then keeps, within each chunk, the links whose two entities both have it.
+        All modalities of a chunk of links share one batched product per similarity block, and the joint
+        embedding's cosine is ``sum_m w_m(u) w_m(v) cos(x^m_u, x^m_v) / (|w(u)| |w(v)|)``: once the per-modality
+        blocks are known, the joint's cost a weighted sum instead of an ``(M d)``-wide product. Same chunks as
+        :class:`ICLLoss` (consecutive ``chunk_size`` links, losses summed); a modality's loss keeps, within each
+        chunk, the links whose two entities both have it (none if fewer than two). Chunks are views (``split``), so
+        the backward pass concatenates instead of scattering into zeros.
         """
-        tokens = F.normalize(late, dim=-1)  # (M, n, d)
-        scale = weights / weights.norm(dim=1, keepdim=True)  # w_m / |w|: the joint embedding's normalisation
-        licl: list[list[Tensor]] = [[] for _ in self.modalities]
+        batch = tokens.shape[1] // 2
+        size = self.icl.chunk_size or batch
+        tokens = F.normalize(tokens, dim=-1)
+        lefts, rights = tokens[:, :batch].split(size, dim=1), tokens[:, batch:].split(size, dim=1)
+        kept = (present[:batch] & present[batch:]).split(size)  # (c, M) per chunk
+        if weights is not None:
+            scale = weights / weights.norm(dim=1, keepdim=True)  # w_m / |w|: the joint embedding's normalisation
+            scale_l, scale_r = scale[:batch].t().split(size, dim=1), scale[batch:].t().split(size, dim=1)
+        losses: list[list[Tensor]] = [[] for _ in range(tokens.shape[0])]
         joint = []
-        for chunk in link_chunks(links, self.icl.chunk_size):
-            left, right = chunk[:, 0], chunk[:, 1]
-            a, b = tokens[:, left], tokens[:, right]  # (M, c, d)
+        for c, (a, b, keep) in enumerate(zip(lefts, rights, kept)):
             sim_ab, sim_aa, sim_bb = a @ b.transpose(1, 2), a @ a.transpose(1, 2), b @ b.transpose(1, 2)  # (M, c, c)
-            wa, wb = scale[left].t().unsqueeze(2), scale[right].t().unsqueeze(2)  # (M, c, 1)
-            joint.append(self.icl.from_similarities((wa * wb.transpose(1, 2) * sim_ab).sum(0),
-                                                    (wa * wa.transpose(1, 2) * sim_aa).sum(0),
-                                                    (wb * wb.transpose(1, 2) * sim_bb).sum(0)))
-            for i in range(len(self.modalities)):
-                keep = present[left, i] & present[right, i]
-                if bool(keep.all()):
-                    licl[i].append(self.icl.from_similarities(sim_ab[i], sim_aa[i], sim_bb[i]))
-                elif int(keep.sum()) >= 2:
-                    k = keep.nonzero().squeeze(1)
-                    licl[i].append(self.icl.from_similarities(sim_ab[i][k][:, k], sim_aa[i][k][:, k],
-                                                              sim_bb[i][k][:, k]))
-        total = [torch.stack(losses).sum() if losses else late.new_zeros(()) for losses in licl]
-        return total, torch.stack(joint).sum()
+            if weights is not None:
+                wa, wb = scale_l[c].unsqueeze(2), scale_r[c].unsqueeze(2)  # (M, c, 1)
+                joint.append(self.icl.from_similarities((wa * wb.transpose(1, 2) * sim_ab).sum(0),
+                                                        (wa * wa.transpose(1, 2) * sim_aa).sum(0),
+                                                        (wb * wb.transpose(1, 2) * sim_bb).sum(0)))
+            for i in range(tokens.shape[0]):
+                if bool(keep[:, i].all()):
+                    losses[i].append(self.icl.from_similarities(sim_ab[i], sim_aa[i], sim_bb[i]))
+                elif int(keep[:, i].sum()) >= 2:
+                    k = keep[:, i].nonzero().squeeze(1)
+                    losses[i].append(self.icl.from_similarities(sim_ab[i][k][:, k], sim_aa[i][k][:, k],
+                                                                sim_bb[i][k][:, k]))
+        total = [torch.stack(parts).sum() if parts else tokens.new_zeros(()) for parts in losses]
+        return total, (torch.stack(joint).sum() if joint else None)
 
     @staticmethod
     def reference(late: Tensor, present: Tensor) -> Tensor:
@@ -322,16 +323,14 @@ class MPSEA(nn.Module):
         return weights.sum(dim=1) / (weights.norm(dim=1).clamp(min=1e-12) * count.sqrt())
 
     def training_loss(self, links: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        batch = len(links)
-        entities = torch.cat([links[:, 0], links[:, 1]])  # embed and fuse only what the loss reads
-        local = torch.stack([torch.arange(batch), torch.arange(batch, 2 * batch)], dim=1).to(links.device)
+        entities = torch.cat([links[:, 0], links[:, 1]])  # embed and fuse only what the loss reads: row i <-> B + i
         tokens = self.encode(entities)
         present = self.present[entities]
         late, weights = self.fuse(tokens, present)
         parts: dict[str, Tensor] = {}
 
-        icl = [self._modality_icl(tokens[m], local, present[:, i]) for i, m in enumerate(self.modalities)]
-        licl, parts["joint"] = self.late_losses(late, weights, present, local)
+        icl, _ = self.paired_losses(torch.stack([tokens[m] for m in self.modalities]), present)  # L_ICL (Eq. 14)
+        licl, parts["joint"] = self.paired_losses(late, present, weights)  # L_LICL, L_joi (Eq. 15)
         parts.update({"icl": torch.stack(icl).sum(), "licl": torch.stack(licl).sum()})
         total = parts["joint"] + parts["icl"] + parts["licl"]
         if self.cprl is not None:
