@@ -90,6 +90,21 @@ def test_icl_chunks_sum():
         ICLLoss(chunk_size=0)
 
 
+def test_icl_from_similarities_and_kept_links():
+    emb, links = _data(5, n=40, b=12)
+    loss_fn = ICLLoss(temperature=0.2, ab_weight=0.3)
+    h1, h2 = F.normalize(emb[links[:, 0]], dim=1), F.normalize(emb[links[:, 1]], dim=1)
+    blocks = (h1 @ h2.t(), h1 @ h1.t(), h2 @ h2.t())
+    torch.testing.assert_close(loss_fn.from_similarities(*blocks), loss_fn(emb, links))
+    keep = torch.tensor([True, False, True, True, False, True, True, True, False, True, True, False])
+    sims = [block.clone().requires_grad_() for block in blocks]
+    masked = loss_fn.from_similarities(*sims, keep=keep)
+    torch.testing.assert_close(masked, loss_fn(emb, links[keep]))  # the kept links alone
+    masked.backward()
+    for block in sims:  # a left-out link is neither a query nor a negative
+        assert block.grad[~keep].abs().sum() == 0 and block.grad[:, ~keep].abs().sum() == 0
+
+
 def test_icl_decreases_when_positives_closer_and_gradients_flow():
     emb, links = _data(3)
     loss_fn = ICLLoss()

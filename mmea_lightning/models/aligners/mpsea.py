@@ -279,7 +279,8 @@ class MPSEA(nn.Module):
         blocks are known, the joint's cost a weighted sum instead of an ``(M d)``-wide product. Same chunks as
         :class:`ICLLoss` (consecutive ``chunk_size`` links, losses summed); a modality's loss keeps, within each
         chunk, the links whose two entities both have it (none if fewer than two). Chunks are views (``split``), so
-        the backward pass concatenates instead of scattering into zeros.
+        the backward pass concatenates instead of scattering into zeros; a partly missing modality masks its blocks
+        (``ICLLoss.from_similarities(keep=...)``) rather than gathering sub-blocks.
         """
         batch = tokens.shape[1] // 2
         size = self.icl.chunk_size or batch
@@ -302,9 +303,7 @@ class MPSEA(nn.Module):
                 if bool(keep[:, i].all()):
                     losses[i].append(self.icl.from_similarities(sim_ab[i], sim_aa[i], sim_bb[i]))
                 elif int(keep[:, i].sum()) >= 2:
-                    k = keep[:, i].nonzero().squeeze(1)
-                    losses[i].append(self.icl.from_similarities(sim_ab[i][k][:, k], sim_aa[i][k][:, k],
-                                                                sim_bb[i][k][:, k]))
+                    losses[i].append(self.icl.from_similarities(sim_ab[i], sim_aa[i], sim_bb[i], keep[:, i]))
         total = [torch.stack(parts).sum() if parts else tokens.new_zeros(()) for parts in losses]
         return total, (torch.stack(joint).sum() if joint else None)
 

@@ -66,18 +66,32 @@ class ICLLoss(nn.Module):
         h2 = F.normalize(emb2[links[:, 1]], dim=1)
         return self.from_similarities(h1 @ h2.t(), h1 @ h1.t(), h2 @ h2.t())
 
-    def from_similarities(self, sim_ab: Tensor, sim_aa: Tensor, sim_bb: Tensor) -> Tensor:
+    def from_similarities(self, sim_ab: Tensor, sim_aa: Tensor, sim_bb: Tensor, keep: Tensor | None = None) -> Tensor:
         """The loss of one batch of ``B`` links from its cosine-similarity blocks ``(B, B)``: ``sim_ab[i, j] =
         h1_i . h2_j``, ``sim_aa = h1 h1^T``, ``sim_bb = h2 h2^T`` (what :meth:`forward` computes per chunk; for
-        callers that already hold the similarities, e.g. of several embeddings that share blocks)."""
+        callers that already hold the similarities, e.g. of several embeddings that share blocks).
+
+        ``keep (B,)`` bool: the loss of the kept links alone -- the same number as the sub-blocks ``[keep][:, keep]``
+        would give (the other links are neither queries nor negatives), without gathering them."""
         t = self.temperature
         logits_ab = sim_ab / t
         logits_aa = mask_diagonal(sim_aa / t)
         logits_bb = mask_diagonal(sim_bb / t)
         target = torch.arange(sim_ab.size(0), device=logits_ab.device)
-        loss_a = F.cross_entropy(torch.cat([logits_ab, logits_aa], dim=1), target)
-        loss_b = F.cross_entropy(torch.cat([logits_ab.t(), logits_bb], dim=1), target)
-        return self.ab_weight * loss_a + (1 - self.ab_weight) * loss_b
+        if keep is None:
+            loss_a = F.cross_entropy(torch.cat([logits_ab, logits_aa], dim=1), target)
+            loss_b = F.cross_entropy(torch.cat([logits_ab.t(), logits_bb], dim=1), target)
+            return self.ab_weight * loss_a + (1 - self.ab_weight) * loss_b
+        fill = max(-1e9, torch.finfo(logits_ab.dtype).min / 2)  # finite: a dropped row's loss is 0 * finite
+        dropped = ~keep.unsqueeze(0)  # (1, B): columns of links left out
+        logits_ab = logits_ab.masked_fill(dropped, fill)
+        logits_ba = logits_ab.t().masked_fill(dropped, fill)
+        weight = keep.to(logits_ab.dtype) / keep.sum().clamp(min=1)
+        loss_a = F.cross_entropy(torch.cat([logits_ab, logits_aa.masked_fill(dropped, fill)], dim=1), target,
+                                 reduction="none")
+        loss_b = F.cross_entropy(torch.cat([logits_ba, logits_bb.masked_fill(dropped, fill)], dim=1), target,
+                                 reduction="none")
+        return self.ab_weight * (loss_a * weight).sum() + (1 - self.ab_weight) * (loss_b * weight).sum()
 
     def forward(self, emb: Tensor, links: Tensor, emb2: Tensor | None = None) -> Tensor:
         """``emb (N, d)`` embeddings by global id, ``links (B, 2)`` long ``(kg1_id, kg2_id)``, optional
