@@ -190,8 +190,12 @@ def run(cfg: DictConfig) -> dict:
     test_metrics: dict[str, float] = {}
     best_path = checkpoint.best_model_path if checkpoint is not None else ""
     if cfg.get("test"):
+        fit_state = timer.state_dict()  # testing from a checkpoint restores the callbacks' state of that epoch
         results = trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
         test_metrics = {k: float(v) for k, v in results[0].items()}
+        test_seconds = timer.eval_seconds["test"]
+        timer.load_state_dict(fit_state)
+        timer.eval_seconds["test"] = test_seconds
 
     best_val = checkpoint.best_model_score if checkpoint is not None else None
     described = module.describe()
