@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+_MISSING = object()
 DATASETS = ["dbp15k_zh_en", "dbp15k_ja_en", "dbp15k_fr_en", "fbdb15k", "fbyg15k"]
 
 
@@ -30,15 +31,20 @@ def measure(generator: str, dataset: str, data_dir: str, cache_dir: str, surface
     """The per-stage rows of one (generator, dataset)."""
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
+    from omegaconf import OmegaConf
 
     from mmea_lightning.data.features import FeatureSettings, load_or_build_features
     from mmea_lightning.data.loader import DatasetSpec, load_pair, resolve_root
     from mmea_lightning.seeds.report import seed_quality_rows, summary_rows
 
     overrides = [f"seeds={generator}", f"dataset={dataset}", f"data_dir={data_dir}", f"surface={surface}",
-                 "seeds.cache=false", *extra]
+                 "seeds.cache=false"]
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
+        base_cfg = compose(config_name="train", overrides=overrides)
+        # an override of a setting this generator does not have (e.g. a PSQE stage for pivots) is skipped
+        extra = [o for o in extra if OmegaConf.select(base_cfg, o.split("=", 1)[0].lstrip("+~"), default=_MISSING)
+                 is not _MISSING]
+        cfg = compose(config_name="train", overrides=[*overrides, *extra])
     spec = DatasetSpec.from_config(dict(cfg.dataset))
     start = time.perf_counter()
     pair = load_pair(spec, resolve_root(spec, data_dir, cache_dir))

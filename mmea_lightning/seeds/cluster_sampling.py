@@ -12,7 +12,8 @@ Choices where the paper is vague:
 * quotas: ``|C_j| n / (|G1| + |G2|)`` rounded by largest remainder so that they sum to ``n`` exactly (the released
   code truncates each); a cluster that cannot fill its quota (too few entities of one graph, or no pair with a
   positive similarity) leaves the rest unfilled, as in the paper -- the report lists every cluster's shortfall;
-* a pair needs a positive fused similarity (entities without any evidence are never paired);
+* a pair needs a positive fused similarity (entities without any evidence are never paired); similarity ties are
+  broken in a seeded random order, not by entity id (see :mod:`mmea_lightning.seeds.matching`);
 * k-means: ``n_init`` restarts from k-means++ with ``random_state`` = the generator's seed.
 """
 
@@ -25,7 +26,7 @@ from sklearn.cluster import KMeans
 
 from mmea_lightning.data.features import FeatureSet
 from mmea_lightning.seeds.fusion import FusedFeatures
-from mmea_lightning.seeds.matching import greedy_matching
+from mmea_lightning.seeds.matching import greedy_matching, shuffled
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +84,10 @@ class ClusterSampling:
         k = int(labels.max()) + 1
         sizes = np.bincount(labels[np.concatenate([kg1, kg2])], minlength=k)
         quotas = cluster_quotas(sizes, n)
+        rng = np.random.default_rng(seed)
         links, per_cluster = [], []
         for j in range(k):
-            left, right = kg1[labels[kg1] == j], kg2[labels[kg2] == j]
+            left, right = shuffled(kg1[labels[kg1] == j], rng), shuffled(kg2[labels[kg2] == j], rng)
             pairs, scores = greedy_matching(fused.scorer(left, right), len(left), len(right), limit=int(quotas[j]),
                                             min_score=0.0, k=self.candidates, chunk_size=self.chunk_size)
             links.append(np.stack([left[pairs[:, 0].numpy()], right[pairs[:, 1].numpy()]], axis=1))

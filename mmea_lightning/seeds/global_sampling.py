@@ -22,7 +22,7 @@ import torch
 from mmea_lightning.data.features import FeatureSet
 from mmea_lightning.seeds.correction import error_correction
 from mmea_lightning.seeds.fusion import FusedFeatures, View
-from mmea_lightning.seeds.matching import greedy_matching
+from mmea_lightning.seeds.matching import greedy_matching, shuffled
 from mmea_lightning.seeds.tuning import build_tuning_model, fit_tuning_model
 
 log = logging.getLogger(__name__)
@@ -93,8 +93,9 @@ class GlobalSampling:
         tuned = tuned_fusion(embeddings, weights)
         used = np.zeros(features.num_entities, dtype=bool)
         used[seeds.ravel()] = True
-        left = features.kg1_ids.numpy()[~used[features.kg1_ids.numpy()]]
-        right = features.kg2_ids.numpy()[~used[features.kg2_ids.numpy()]]
+        rng = np.random.default_rng(seed)  # ties in a random order, not by entity id
+        left = shuffled(features.kg1_ids.numpy()[~used[features.kg1_ids.numpy()]], rng)
+        right = shuffled(features.kg2_ids.numpy()[~used[features.kg2_ids.numpy()]], rng)
         limit = n if self.new_pairs is None else self.new_pairs
         pairs, _ = greedy_matching(tuned.scorer(left, right), len(left), len(right), limit=limit,
                                    k=self.candidates, chunk_size=self.chunk_size)

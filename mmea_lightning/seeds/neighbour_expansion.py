@@ -29,7 +29,7 @@ import torch
 from mmea_lightning.data.features import FeatureSet
 from mmea_lightning.seeds.correction import error_correction
 from mmea_lightning.seeds.fusion import FusedFeatures, View
-from mmea_lightning.seeds.matching import greedy_matching
+from mmea_lightning.seeds.matching import greedy_matching, shuffled
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +94,13 @@ class NeighbourExpansion:
         per_pair = int(self.per_pair_start - (self.per_pair_start - self.per_pair_end) * frac)
         return eta, max(per_pair, 1)
 
-    def run(self, features: FeatureSet, raw: FusedFeatures, fused: FusedFeatures,
-            seeds: np.ndarray) -> tuple[np.ndarray, dict]:
+    def run(self, features: FeatureSet, raw: FusedFeatures, fused: FusedFeatures, seeds: np.ndarray,
+            seed: int = 0) -> tuple[np.ndarray, dict]:
         """``(links, report)``: ``seeds (S, 2)`` expanded through their neighbourhoods with the Eq.-7 ``fused``
-        similarity, then rechecked on the ``raw`` fused features."""
+        similarity, then rechecked on the ``raw`` fused features. ``seed`` orders the candidates at random, so
+        that similarity ties are not broken by entity id."""
         ptr, neighbours = neighbour_lists(features.edge_index, features.num_entities)
+        rng = np.random.default_rng(seed)
         used = np.zeros(features.num_entities, dtype=bool)
         used[seeds.ravel()] = True
         added: list[np.ndarray] = []
@@ -106,7 +108,7 @@ class NeighbourExpansion:
         for i, (a, b) in enumerate(seeds.tolist()):
             left = neighbours[ptr[a]:ptr[a + 1]]
             right = neighbours[ptr[b]:ptr[b + 1]]
-            left, right = np.unique(left[~used[left]]), np.unique(right[~used[right]])
+            left, right = shuffled(np.unique(left[~used[left]]), rng), shuffled(np.unique(right[~used[right]]), rng)
             if len(left) == 0 or len(right) == 0:
                 continue
             eta, per_pair = self.schedule(i, len(seeds))

@@ -22,7 +22,7 @@ from mmea_lightning.data.features import FeatureSet
 from mmea_lightning.seeds.base import SeedGeneration, UnsupervisedSeeds
 from mmea_lightning.seeds.cache import features_fingerprint, stage_key
 from mmea_lightning.seeds.fusion import DEFAULT_PRIMARY, FusedFeatures, comparable_view, pick_primary
-from mmea_lightning.seeds.matching import greedy_matching
+from mmea_lightning.seeds.matching import greedy_matching, shuffled
 
 __all__ = ["PivotSeeds"]
 
@@ -35,19 +35,22 @@ class PivotSeeds(UnsupervisedSeeds):
         n: number of pivot pairs.
         surface: the "with surface" setting (names may be used).
         test_links / cache: see :class:`UnsupervisedSeeds`.
+        seed: draws the random order that breaks similarity ties (never the entity ids).
         candidates / chunk_size: candidate columns per row and rows per chunk of the matching.
     """
 
     name = "pivot"
 
     def __init__(self, modalities: Sequence[str] = DEFAULT_PRIMARY, n: int = 1000, surface: bool = False,
-                 test_links: str = "split", cache: bool = True, candidates: int = 32, chunk_size: int = 1024):
+                 test_links: str = "split", cache: bool = True, seed: int = 0, candidates: int = 32,
+                 chunk_size: int = 1024):
         super().__init__(test_links=test_links, cache=cache)
         if n < 1:
             raise ValueError(f"seeds.n={n}: the number of pivots must be positive")
         self.modalities = list(modalities)
         self.n = int(n)
         self.surface = surface
+        self.seed = seed
         self.candidates = candidates
         self.chunk_size = chunk_size
 
@@ -67,7 +70,7 @@ class PivotSeeds(UnsupervisedSeeds):
     def generate(self, features: FeatureSet, cache_dir: str | Path | None = None) -> SeedGeneration:
         modality = self.pick_modality(features)
         mask = features.masks.get(modality)
-        settings = {"modality": modality, "n": self.n, "candidates": self.candidates}
+        settings = {"modality": modality, "n": self.n, "seed": self.seed, "candidates": self.candidates}
         key = stage_key("pivot", features_fingerprint(features), settings)
 
         def compute() -> tuple[np.ndarray, dict, dict]:
@@ -78,6 +81,8 @@ class PivotSeeds(UnsupervisedSeeds):
             left, right = features.kg1_ids.numpy(), features.kg2_ids.numpy()
             if mask is not None:
                 left, right = left[mask.numpy()[left]], right[mask.numpy()[right]]
+            rng = np.random.default_rng(self.seed)
+            left, right = shuffled(left, rng), shuffled(right, rng)
             pairs, scores = greedy_matching(FusedFeatures([view]).scorer(left, right), len(left), len(right),
                                             limit=self.n, min_score=0.0, k=self.candidates,
                                             chunk_size=self.chunk_size)

@@ -39,7 +39,7 @@ class PSQESeeds(UnsupervisedSeeds):
         primary: preference order of the primary ("visual") modality slot; see :mod:`~mmea_lightning.seeds.fusion`.
         weights: fusion weights of ``primary`` and the other modalities (0.8 / 0.1 / 0.1 as published).
         surface: the "with surface" setting (names may take the primary slot).
-        seed: seed of k-means and of the Stage-II model.
+        seed: seed of k-means, of the Stage-II model and of the random order that breaks similarity ties.
         stages: run stages 1..``stages`` (1, 2 or 3).
         cluster_sampling / global_sampling / neighbour_expansion: the stages (defaults when ``None``).
         test_links / cache: see :class:`UnsupervisedSeeds`.
@@ -104,7 +104,7 @@ class PSQESeeds(UnsupervisedSeeds):
         def stage3() -> tuple[np.ndarray, dict, dict]:
             embeddings = self.global_sampling.embed(features, primary, heads, extra["state_dict"], self.seed)
             fused = expansion_fusion(raw, primary, embeddings, self.weights)
-            links, report = self.neighbour_expansion.run(features, raw, fused, second.links)
+            links, report = self.neighbour_expansion.run(features, raw, fused, second.links, self.seed)
             return links, {}, report
 
         third, _ = self.run_stage(cache, "stage3", key3, features, stage3)

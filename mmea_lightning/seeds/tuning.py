@@ -91,7 +91,7 @@ def fit_tuning_model(model: SeedTuningModel, links: Tensor, epochs: int, lr: flo
         loss.backward()
         optimizer.step()
         losses.append(float(loss.detach()))
-        if (epoch + 1) % 50 == 0 or epoch + 1 == epochs:
+        if (epoch + 1) % max(1, epochs // 6) == 0 or epoch + 1 == epochs:
             log.info("stage II fine-tuning: epoch %d/%d, loss %.4f, %.2f s/epoch", epoch + 1, epochs, losses[-1],
                      (time.perf_counter() - start) / (epoch + 1))
     model.eval()
