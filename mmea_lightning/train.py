@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mmea_lightning.lightning.callbacks import RunTimer
 from mmea_lightning.models.modalities import SURFACE_MODALITIES
+from mmea_lightning.seeds.quality import quality_table
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +223,9 @@ def run(cfg: DictConfig) -> dict:
                                                   "seconds_per_epoch": summary["run"]["perf"]["seconds_per_epoch"]})
                 logger.experiment.finish()  # the next job of a sweep in this process starts its own W&B run
         write_json_atomic(output_dir / "metrics.json", summary)
+        if datamodule.seed_quality:
+            print(f"\n{datamodule.split_info['seeds']} seeds (precision against the gold links: logging only)")
+            print(quality_table(datamodule.seed_quality))
         if test_metrics:
             print(f"\n{cfg.dataset.name} / {cfg.model.name} (seed_ratio={cfg.seed_ratio}, seed={cfg.seed}, "
                   f"split_seed={cfg.split_seed}; modalities: {', '.join(summary['run']['modalities_used'])})")
