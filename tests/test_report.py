@@ -61,8 +61,8 @@ def test_report_files_ablation_seed_quality_and_plots(tmp_path, capsys):
         _write_run(sweep / f"{i}_theta", theta=theta, h1=0.4 + i / 10)
     _write_run(sweep / "abl_full", dataset="fbyg15k", h1=0.45)
     _write_run(sweep / "abl_oc", dataset="fbyg15k", ablation="wo_oc", h1=0.41)
-    quality = [{"stage": "I", "num_seeds": 100, "precision": 0.9, "coverage": 0.2},
-               {"stage": "II", "num_seeds": 300, "precision": 0.8, "coverage": 0.5}]
+    quality = [{"stage": "I", "count": 100, "precision": 0.9, "coverage": 0.2},
+               {"stage": "II", "count": 300, "precision": 0.8, "coverage": 0.5}]
     _write_run(tmp_path / "psqe_run", model="eva", seed_quality=quality)
     written = build_report([sweep, tmp_path / "psqe_run"], tmp_path / "out")
     out = tmp_path / "out"

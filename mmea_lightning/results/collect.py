@@ -88,7 +88,8 @@ def collect(roots: Iterable[str | Path]) -> pd.DataFrame:
 
 def seed_quality(roots: Iterable[str | Path]) -> pd.DataFrame:
     """Per-stage seed quality of the seed generators (``run.seed_quality`` in ``metrics.json``: a list of
-    ``{"stage", "num_seeds", "precision", "coverage", ...}`` rows), one row per run and stage."""
+    ``{"generator", "stage", "count", "precision", "coverage", "seconds", ...}`` rows, see
+    :mod:`mmea_lightning.seeds.report`), one row per run and stage."""
     rows = []
     for run_dir in find_runs(roots):
         info = json.loads((run_dir / "metrics.json").read_text()).get("run", {})

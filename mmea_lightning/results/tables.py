@@ -114,12 +114,13 @@ def seed_quality_table(quality: pd.DataFrame) -> tuple[pd.DataFrame, str] | None
     """Per dataset, seed generator and stage: seed count, precision, coverage (mean over runs)."""
     if quality.empty:
         return None
-    values = [c for c in ("num_seeds", "precision", "coverage", "seconds") if c in quality]
+    values = [c for c in ("count", "precision", "coverage", "seconds") if c in quality]
     table = quality.groupby(["dataset", "seeds", "stage"], sort=False)[values].mean().reset_index()
     header = ["dataset", "seeds", "stage", *values]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in table.iterrows():
         cells = [str(row["dataset"]), str(row["seeds"]), str(row["stage"])]
-        cells += [f"{row[v]:.0f}" if v == "num_seeds" else f"{row[v]:.4f}" for v in values]
+        cells += [f"{row[v]:.0f}" if v == "count" else (f"{row[v]:.1f}" if v == "seconds" else f"{row[v]:.4f}")
+                  for v in values]
         lines.append("| " + " | ".join(cells) + " |")
     return table, "\n".join(lines)
