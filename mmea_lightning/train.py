@@ -3,6 +3,10 @@
 Builds the DataModule and the aligner from the composed Hydra config, fits with checkpoint selection and early
 stopping on validation MRR, tests the best checkpoint on the test links and writes ``metrics.json`` and the
 resolved ``config.yaml`` into the run directory.
+
+Re-running into the same directory (``hydra.run.dir=<run dir>``, or ``hydra.sweep.dir=<sweep dir>`` for a whole
+sweep) resumes: a run whose ``metrics.json`` exists is skipped, an interrupted one continues from
+``checkpoints/last.ckpt`` (``resume=false`` starts over).
 """
 
 from __future__ import annotations
@@ -11,17 +15,21 @@ import json
 import logging
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import hydra
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from mmea_lightning.lightning.callbacks import RunTimer
 from mmea_lightning.models.modalities import SURFACE_MODALITIES
+from mmea_lightning.seeds.quality import quality_table
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +63,106 @@ def metrics_table(metrics: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+#: the config keys that decide a run's numbers; a finished run is only reused when they are unchanged
+RESULT_KEYS = ("dataset", "features", "seeds", "model", "seed", "split_seed", "seed_ratio", "val_ratio", "surface",
+               "training", "test")
+
+
+def _result_config(cfg: DictConfig) -> dict:
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    return {key: resolved.get(key) for key in RESULT_KEYS}
+
+
+def completed_run(cfg: DictConfig, output_dir: Path) -> dict | None:
+    """The stored summary when ``output_dir`` already holds a finished run of this very configuration.
+
+    Raises:
+        ValueError: the directory holds a finished run of a *different* configuration.
+    """
+    metrics_path, config_path = output_dir / "metrics.json", output_dir / "config.yaml"
+    if not metrics_path.is_file():
+        return None
+    stored = OmegaConf.load(config_path) if config_path.is_file() else None
+    if stored is None or _result_config(stored) != _result_config(cfg):
+        raise ValueError(
+            f"{metrics_path} holds a finished run of a different configuration (compare {config_path}); "
+            "write this run elsewhere (hydra.run.dir=... / hydra.sweep.dir=...) or delete that directory"
+        )
+    return json.loads(metrics_path.read_text())
+
+
+def resume_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:
+    """``ckpt_path`` when given, else the interrupted run's ``checkpoints/last.ckpt`` (with ``resume=true``)."""
+    if cfg.get("ckpt_path"):
+        return str(cfg.ckpt_path)
+    last = output_dir / "checkpoints" / "last.ckpt"
+    if not (cfg.get("resume", True) and last.is_file()):
+        return None
+    config_path = output_dir / "config.yaml"
+    if not config_path.is_file() or _result_config(OmegaConf.load(config_path)) != _result_config(cfg):
+        raise ValueError(f"{last} belongs to a different configuration (compare {config_path}); write this run "
+                         "elsewhere (hydra.run.dir=...), delete that directory, or pass resume=false")
+    return str(last)
+
+
+def build_loggers(cfg: DictConfig, extra_tags: list[str], resuming: bool = False) -> list:
+    """The configured loggers; W&B gets ``extra_tags``; a resumed run's CSV log goes to ``csv/resume-<i>/`` so
+    that the interrupted run's ``csv/metrics.csv`` is kept."""
+    loggers = []
+    for logger_cfg in (cfg.get("logger") or {}).values():
+        if logger_cfg is None:
+            continue
+        target = str(logger_cfg.get("_target_", ""))
+        if target.endswith("WandbLogger"):
+            extra = {"tags": [*(logger_cfg.get("tags") or []), *extra_tags]}
+            previous = Path(logger_cfg.save_dir) / "wandb" / "latest-run"
+            if resuming and previous.exists():  # continue the interrupted W&B run (its id ends the dir's name)
+                extra.update(id=previous.resolve().name.rsplit("-", 1)[-1], resume="allow")
+            loggers.append(instantiate(logger_cfg, **extra))
+        elif target.endswith("CSVLogger") and resuming:
+            base = Path(logger_cfg.save_dir) / logger_cfg.name
+            index = 1
+            while (base / f"resume-{index}").exists():
+                index += 1
+            loggers.append(instantiate(logger_cfg, version=f"resume-{index}"))
+        else:
+            loggers.append(instantiate(logger_cfg))
+    return loggers
+
+
+def recover_from_checkpoint(checkpoint: ModelCheckpoint, timer: RunTimer) -> None:
+    """Spawned DDP ranks (``ddp_spawn``) train in child processes: read the best validation score and the timings
+    back from the last checkpoint they wrote."""
+    candidates = [checkpoint.last_model_path, Path(checkpoint.dirpath or ".") / "last.ckpt", checkpoint.best_model_path]
+    path = next((str(p) for p in candidates if p and Path(p).is_file()), None)
+    if path is None:
+        return
+    states = torch.load(path, map_location="cpu", weights_only=False).get("callbacks", {})
+    if checkpoint.state_key in states:
+        checkpoint.best_model_score = states[checkpoint.state_key].get("best_model_score")
+    if timer.state_key in states:
+        timer.load_state_dict(states[timer.state_key])
+
+
 def run(cfg: DictConfig) -> dict:
     """Fit and test one configuration; returns what ``metrics.json`` holds."""
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.get("resume", True):
+        done = completed_run(cfg, output_dir)
+        if done is not None:
+            log.info("%s already holds this run's metrics.json: skipped (resume=false re-runs it)", output_dir)
+            print(f"skipped: {output_dir / 'metrics.json'} exists (finished earlier)")
+            return done
+    else:  # start over: no stale checkpoint or result of an earlier run may survive next to the new ones
+        shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
+        (output_dir / "metrics.json").unlink(missing_ok=True)
+    ckpt_path = resume_checkpoint(cfg, output_dir)
+    if ckpt_path:
+        log.info("resuming from %s", ckpt_path)
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))  # e.g. 1 per job when a local launcher runs several at once
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = instantiate(cfg.data, _convert_="object")
@@ -77,16 +180,23 @@ def run(cfg: DictConfig) -> dict:
     if cfg.training.iterative:
         callbacks.append(instantiate(cfg.training.expansion))
         trainer_extra["reload_dataloaders_every_n_epochs"] = 1  # serve the new seed links
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    seeds_name = datamodule.summary()["seeds"]
+    loggers = build_loggers(cfg, [f"seeds:{seeds_name}"], resuming=ckpt_path is not None)
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **trainer_extra)
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    if checkpoint is not None and checkpoint.best_model_score is None:
+        recover_from_checkpoint(checkpoint, timer)
 
     test_metrics: dict[str, float] = {}
     best_path = checkpoint.best_model_path if checkpoint is not None else ""
     if cfg.get("test"):
+        fit_state = timer.state_dict()  # testing from a checkpoint restores the callbacks' state of that epoch
         results = trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
         test_metrics = {k: float(v) for k, v in results[0].items()}
+        test_seconds = timer.eval_seconds["test"]
+        timer.load_state_dict(fit_state)
+        timer.eval_seconds["test"] = test_seconds
 
     best_val = checkpoint.best_model_score if checkpoint is not None else None
     described = module.describe()
@@ -96,6 +206,7 @@ def run(cfg: DictConfig) -> dict:
         "run": {
             "output_dir": str(output_dir),
             "best_checkpoint": best_path,
+            "resumed_from": ckpt_path,
             "seed": cfg.seed,
             "iterative_training": bool(cfg.training.iterative),
             "surface": bool(set(described.get("modalities_used", [])) & set(SURFACE_MODALITIES)),
@@ -105,7 +216,16 @@ def run(cfg: DictConfig) -> dict:
         },
     }
     if trainer.is_global_zero:
+        for logger in loggers:
+            if isinstance(logger, WandbLogger):  # dashboards show the final test metrics, not the last logged step
+                logger.experiment.summary.update({k: v for k, v in summary.items() if k != "run"})
+                logger.experiment.summary.update({"seeds": seeds_name, "surface": summary["run"]["surface"],
+                                                  "seconds_per_epoch": summary["run"]["perf"]["seconds_per_epoch"]})
+                logger.experiment.finish()  # the next job of a sweep in this process starts its own W&B run
         write_json_atomic(output_dir / "metrics.json", summary)
+        if datamodule.seed_quality:
+            print(f"\n{datamodule.split_info['seeds']} seeds (precision against the gold links: logging only)")
+            print(quality_table(datamodule.seed_quality))
         if test_metrics:
             print(f"\n{cfg.dataset.name} / {cfg.model.name} (seed_ratio={cfg.seed_ratio}, seed={cfg.seed}, "
                   f"split_seed={cfg.split_seed}; modalities: {', '.join(summary['run']['modalities_used'])})")

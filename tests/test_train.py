@@ -83,6 +83,13 @@ def test_wandb_logger_offline(tmp_path, cache_dir, monkeypatch):
     run(cfg)
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    # the run's protobuf log (no reader ships with wandb-core): group, tags and summary entries as plain bytes
+    record = next(runs[0].glob("*.wandb")).read_bytes()
+    for text in ("single", "dataset:toy", "model:eva", "seeds:gold", "ratio:0.3", "surface:False",
+                 "val/best_mrr", json.dumps(saved["val/best_mrr"]), "seconds_per_epoch", "test_csls/mrr",
+                 json.dumps(saved["test_csls/mrr"])):
+        assert text.encode() in record, text
 
 
 def test_unknown_dataset_lists_the_options():

@@ -16,14 +16,22 @@ from torch.utils.data import DataLoader, TensorDataset
 from mmea_lightning.data.features import FeatureSet, FeatureSettings, load_or_build_features
 from mmea_lightning.data.loader import DatasetSpec, load_pair, resolve_root
 from mmea_lightning.data.pair import KGPair
-from mmea_lightning.data.splits import LinkSplit, split_links
+from mmea_lightning.data.splits import LinkSplit, split_links, unsupervised_split
 from mmea_lightning.seeds.gold import GoldSeeds
+from mmea_lightning.seeds.quality import quality_table
+from mmea_lightning.seeds.report import seed_quality_rows, summary_rows, write_seed_outputs
 
 log = logging.getLogger(__name__)
 
 
 class AlignmentDataModule(L.LightningDataModule):
     """Serves seed links for training, validation links for model selection and test links for ``test``.
+
+    Supervised (``seeds=gold``): the seed links are the training share of the gold split. Unsupervised (a generator
+    with ``unsupervised = True``: ``seeds=pivot``, ``seeds=psqe``): the generator gets only the :class:`FeatureSet`
+    (no gold links), its seeds are split into training and validation links, and the test links are the gold split's
+    (or all gold links); see :func:`~mmea_lightning.data.splits.unsupervised_split`. Each stage's links and report
+    go to ``<output_dir>/seeds``; the gold links are read afterwards, only to log each stage's precision.
 
     Batches are ``(B, 2)`` long tensors of ``kg1_id, kg2_id`` links. Validation and test serve their links as one
     batch: the evaluator ranks every query against the whole candidate set, in chunks.
@@ -37,7 +45,8 @@ class AlignmentDataModule(L.LightningDataModule):
         val_ratio: share of the training links carved out for validation.
         split_seed: seed of the split, independent of the model's seed.
         features: :class:`FeatureSettings` fields.
-        seeds: callable ``(pair, split) -> (S, 2)`` seed links; gold seeds by default.
+        seeds: callable ``(pair, split) -> (S, 2)`` seed links (gold seeds by default), or an unsupervised generator
+            (:class:`~mmea_lightning.seeds.base.UnsupervisedSeeds`).
         batch_size: seed links per training step.
     """
 
@@ -71,6 +80,8 @@ class AlignmentDataModule(L.LightningDataModule):
         self.seed_links: torch.Tensor | None = None
         self.timings: dict[str, float] = {}
         self.expansion_history: list[dict] = []  # filled by iterative training
+        self.seed_quality: list[dict] = []  # per-stage report of an unsupervised generator
+        self.split_info: dict = {"mode": "supervised", "validation": "a val_ratio share of the gold training links"}
 
     def setup(self, stage: str | None = None) -> None:
         if self.pair is not None:
@@ -82,8 +93,11 @@ class AlignmentDataModule(L.LightningDataModule):
         start = time.perf_counter()
         self.features = load_or_build_features(self.pair, self.feature_settings, self.cache_dir)
         self.timings["feature_seconds"] = time.perf_counter() - start
-        self.split = split_links(self.pair.gold_links, self.seed_ratio, self.val_ratio, self.split_seed)
-        seeds = np.asarray(self.seed_generator(self.pair, self.split), dtype=np.int64).reshape(-1, 2)
+        if getattr(self.seed_generator, "unsupervised", False):
+            seeds = self._unsupervised_seeds()
+        else:
+            self.split = split_links(self.pair.gold_links, self.seed_ratio, self.val_ratio, self.split_seed)
+            seeds = np.asarray(self.seed_generator(self.pair, self.split), dtype=np.int64).reshape(-1, 2)
         if len(seeds) == 0:
             raise ValueError(f"the seed generator {type(self.seed_generator).__name__} produced no seed links.")
         self.seed_links = torch.from_numpy(seeds)
@@ -92,6 +106,35 @@ class AlignmentDataModule(L.LightningDataModule):
             (Path(self.output_dir) / "split" / "summary.json").write_text(json.dumps(self.summary(), indent=2))
         log.info("dataset %s: %s; split %s; %d seed links", self.spec.name, self.pair.counts(),
                  self.split.sizes(), len(seeds))
+
+    def _unsupervised_seeds(self) -> np.ndarray:
+        """Pseudo seeds from the features alone; sets the unsupervised split; returns the training seeds."""
+        generator = self.seed_generator
+        start = time.perf_counter()
+        generation = generator.generate(self.features, cache_dir=self.cache_dir)  # no gold links in its input
+        self.timings["seed_seconds"] = time.perf_counter() - start
+        rows = seed_quality_rows(generation, self.pair.gold_links)  # precision: logging only, after the fact
+        self.seed_quality = summary_rows(rows)
+        if self.output_dir:
+            write_seed_outputs(Path(self.output_dir) / "seeds", generation, rows)
+        log.info("%s seeds on %s:\n%s", generator.name, self.spec.name, quality_table(self.seed_quality))
+        self.split = unsupervised_split(generation.links, self.pair.gold_links, self.seed_ratio, self.val_ratio,
+                                        self.split_seed, test_links=generator.test_links)
+        gold = {tuple(link) for link in self.pair.gold_links.tolist()}  # logging only
+        test = {tuple(link) for link in self.split.test.tolist()}
+        self.split_info = {
+            "mode": "unsupervised",
+            "seeds": generator.name,
+            "test_links": generator.test_links,
+            "validation": f"{self.val_ratio:g} of the pseudo seeds, held out from training (no gold link chooses "
+                          "anything)",
+            "pseudo_seeds": int(len(generation.links)),
+            "pseudo_seed_info": generation.info,
+            "train_seeds_in_gold": sum(tuple(link) in gold for link in self.split.train.tolist()),
+            "train_seeds_in_test": sum(tuple(link) in test for link in self.split.train.tolist()),
+            "valid_seeds_in_gold": sum(tuple(link) in gold for link in self.split.valid.tolist()),
+        }
+        return self.split.train
 
     def add_seed_links(self, links: np.ndarray) -> None:
         """Append ``(K, 2)`` links to the seed links (iterative training); served from the next epoch on."""
@@ -104,7 +147,8 @@ class AlignmentDataModule(L.LightningDataModule):
             "dataset": self.spec.name,
             "counts": self.pair.counts(),
             "split": {**self.split.sizes(), "seed_ratio": self.seed_ratio, "val_ratio": self.val_ratio,
-                      "split_seed": self.split_seed},
+                      "split_seed": self.split_seed, **self.split_info},
+            "seed_quality": list(self.seed_quality),
             "seeds": getattr(self.seed_generator, "name", type(self.seed_generator).__name__),
             "num_seed_links": int(len(self.seed_links)),
             "iterative": list(self.expansion_history),

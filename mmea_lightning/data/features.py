@@ -38,7 +38,7 @@ from mmea_lightning.data.pair import KGPair
 
 log = logging.getLogger(__name__)
 
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2  # bump whenever the built features change (stale caches are then rebuilt)
 
 
 @dataclass

@@ -48,3 +48,31 @@ def split_links(links: np.ndarray, seed_ratio: float, val_ratio: float, split_se
                 "raise seed_ratio/val_ratio or use a dataset with more gold links."
             )
     return split
+
+
+def unsupervised_split(seed_links: np.ndarray, gold_links: np.ndarray, seed_ratio: float, val_ratio: float,
+                       split_seed: int, test_links: str = "split") -> LinkSplit:
+    """The split of an unsupervised run (pseudo seeds from ``seeds=pivot`` / ``seeds=psqe``).
+
+    * train: the pseudo seeds ``seed_links (S, 2)`` minus the validation share;
+    * valid: a ``val_ratio`` share of the pseudo seeds (shuffled with ``split_seed``), held out from training:
+      checkpoint selection and early stopping never read a gold link in the unsupervised setting;
+    * test: ``test_links="split"``: the test links of the gold-seed split at ``seed_ratio`` / ``split_seed``
+      (exactly those of :func:`split_links`, so supervised and unsupervised runs are tested on the same links), or
+      ``"all"``: every gold link.
+
+    Pseudo seeds may coincide with test links (they were chosen without the gold links, as in the reference code's
+    unsupervised mode); the DataModule records how many do.
+    """
+    if test_links not in ("split", "all"):
+        raise ValueError(f"test_links={test_links!r}; choose 'split' or 'all'")
+    if not 0.0 <= val_ratio < 1.0:
+        raise ValueError(f"val_ratio={val_ratio} must be in [0, 1): the share of pseudo seeds kept for validation.")
+    seed_links = np.asarray(seed_links, dtype=np.int64).reshape(-1, 2)
+    order = np.random.default_rng(split_seed).permutation(len(seed_links))
+    n_valid = int(round(len(seed_links) * val_ratio))
+    valid, train = seed_links[np.sort(order[:n_valid])], seed_links[np.sort(order[n_valid:])]
+    if len(train) == 0:
+        raise ValueError(f"no pseudo seed is left for training ({len(seed_links)} seeds, val_ratio={val_ratio}).")
+    test = split_links(gold_links, seed_ratio, val_ratio, split_seed).test if test_links == "split" else gold_links
+    return LinkSplit(train=train, valid=valid, test=np.asarray(test, dtype=np.int64).reshape(-1, 2))

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 import lightning as L
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from mmea_lightning.data.features import FeatureSet
 from mmea_lightning.eval.decoding import DECODERS, one_to_one_metrics
@@ -66,6 +67,12 @@ class AlignerModule(L.LightningModule):
         self.one_to_one = tuple(one_to_one)
         self.register_buffer("kg1_ids", features.kg1_ids.clone(), persistent=False)
         self.register_buffer("kg2_ids", features.kg2_ids.clone(), persistent=False)
+        # Buffers here are the pair's constant feature tables and ids, identical on every rank: DDP must not
+        # broadcast them at start-up and before every forward (costly, and impossible for sparse CSR tables).
+        # Normalisation statistics (``running_*``), should an aligner have them, stay synchronised.
+        constant = [name for name, _ in self.named_buffers() if "running_" not in name
+                    and not name.endswith("num_batches_tracked")]
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self, constant)
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         loss, parts = self.aligner.training_loss(batch)
@@ -73,8 +80,29 @@ class AlignerModule(L.LightningModule):
         self.log_dict({f"train/loss_{k}": v for k, v in parts.items()}, batch_size=len(batch))
         return loss
 
+    def _gather_links(self, links: torch.Tensor) -> torch.Tensor:
+        """Every rank's evaluation links, once each (DDP splits an evaluation loader across ranks and pads the
+        shares with repeated links; gold links are unique, so the union de-duplicated is the whole split)."""
+        size = torch.tensor([len(links)], device=links.device)
+        largest = int(self.all_gather(size).max())
+        padded = torch.full((largest, 2), -1, dtype=torch.long, device=links.device)
+        padded[: len(links)] = links
+        gathered = self.all_gather(padded).reshape(-1, 2)
+        return torch.unique(gathered[gathered[:, 0] >= 0], dim=0)
+
     def _evaluate(self, links: torch.Tensor, prefix: str, protocols: Sequence[str],
                   one_to_one: Sequence[str] = ()) -> dict[str, float]:
+        """Metrics of ``links``; under DDP the ranks' links are gathered, rank 0 computes the metrics once over
+        all of them and broadcasts them, so every rank logs, checkpoints and stops on the same numbers."""
+        trainer = self._trainer
+        if trainer is None or trainer.world_size == 1:
+            return self._metrics(links, prefix, protocols, one_to_one)
+        links = self._gather_links(links)
+        metrics = self._metrics(links, prefix, protocols, one_to_one) if trainer.is_global_zero else None
+        return trainer.strategy.broadcast(metrics, src=0)
+
+    def _metrics(self, links: torch.Tensor, prefix: str, protocols: Sequence[str],
+                 one_to_one: Sequence[str] = ()) -> dict[str, float]:
         embeddings = self.aligner()
         metrics = evaluate_alignment(embeddings, links, self.kg1_ids, self.kg2_ids, prefix=prefix,
                                      protocols=protocols, csls_k=self.csls_k, chunk_size=self.eval_chunk_size)
@@ -87,12 +115,17 @@ class AlignerModule(L.LightningModule):
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         metrics = self._evaluate(batch, "val", (self.val_protocol,))
         metrics = {"val/" + key.partition("/")[2]: value for key, value in metrics.items()}  # one protocol: val/*
-        self.log("val/mrr", metrics.pop("val/mrr"), prog_bar=True, batch_size=len(batch))
-        self.log_dict(metrics, batch_size=len(batch))
+        sync = self._distributed  # identical values on every rank; syncing them only silences Lightning's warning
+        self.log("val/mrr", metrics.pop("val/mrr"), prog_bar=True, batch_size=len(batch), sync_dist=sync)
+        self.log_dict(metrics, batch_size=len(batch), sync_dist=sync)
 
     def test_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         metrics = self._evaluate(batch, "test", self.test_protocols, self.one_to_one)
-        self.log_dict(metrics, batch_size=len(batch))
+        self.log_dict(metrics, batch_size=len(batch), sync_dist=self._distributed)
+
+    @property
+    def _distributed(self) -> bool:
+        return self._trainer is not None and self._trainer.world_size > 1
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.parameters())

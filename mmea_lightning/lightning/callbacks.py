@@ -28,9 +28,10 @@ class RunTimer(L.Callback):
         self._validation_cpu_in_epoch = 0.0
         self._eval_cpu_start = 0.0
         self.eval_seconds: dict[str, float] = {"validation": 0.0, "test": 0.0}
-        self._start = 0.0
+        self._start: float | None = None
         self._eval_start = 0.0
         self._validation_in_epoch = 0.0
+        self._peak_elsewhere = 0.0  # peak memory of the processes that ran before (a resumed run, spawned ranks)
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._start = time.perf_counter()
@@ -39,9 +40,12 @@ class RunTimer(L.Callback):
         self._validation_cpu_in_epoch = 0.0
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self._start is None:  # a run resumed from a checkpoint taken inside this epoch: its start is unknown
+            return
         # Lightning runs a due validation inside the training epoch, before this hook: it is not training time
         self.epoch_seconds.append(time.perf_counter() - self._start - self._validation_in_epoch)
         self.epoch_cpu_seconds.append(time.process_time() - self._cpu_start - self._validation_cpu_in_epoch)
+        self._start = None
         pl_module.log("perf/epoch_seconds", self.epoch_seconds[-1])
 
     def on_validation_start(self, trainer, pl_module) -> None:
@@ -63,6 +67,22 @@ class RunTimer(L.Callback):
     def on_test_end(self, trainer, pl_module) -> None:
         self.eval_seconds["test"] += time.perf_counter() - self._eval_start
 
+    def state_dict(self) -> dict:
+        """Saved in checkpoints: a resumed run keeps counting, and the main process of a spawned DDP run reads
+        the figures of its workers back from the checkpoint."""
+        return {"epoch_seconds": list(self.epoch_seconds), "epoch_cpu_seconds": list(self.epoch_cpu_seconds),
+                "eval_seconds": dict(self.eval_seconds), "validation_checks": self.validation_checks,
+                "validation_cpu_seconds": self.validation_cpu_seconds,
+                "peak_memory_mb": max(self._peak_elsewhere, peak_memory_mb())}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch_seconds = list(state["epoch_seconds"])
+        self.epoch_cpu_seconds = list(state.get("epoch_cpu_seconds", []))
+        self.validation_checks = int(state.get("validation_checks", 0))
+        self.validation_cpu_seconds = float(state.get("validation_cpu_seconds", 0.0))
+        self.eval_seconds = {**self.eval_seconds, **state["eval_seconds"]}
+        self._peak_elsewhere = max(self._peak_elsewhere, float(state["peak_memory_mb"]))
+
     @property
     def summary(self) -> dict:
         epochs = self.epoch_seconds[1:] or self.epoch_seconds  # the first epoch includes warm-up
@@ -76,5 +96,5 @@ class RunTimer(L.Callback):
             "validation_seconds": self.eval_seconds["validation"],
             "validation_cpu_seconds": self.validation_cpu_seconds,
             "test_seconds": self.eval_seconds["test"],
-            "peak_memory_mb": peak_memory_mb(),
+            "peak_memory_mb": max(self._peak_elsewhere, peak_memory_mb()),
         }

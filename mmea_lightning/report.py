@@ -1,0 +1,86 @@
+"""Aggregate finished runs into the papers' tables and plots.
+
+    python -m mmea_lightning.report multirun/2026-11-21/12-50-15-872315 [more dirs ...] [--out DIR]
+
+Reads every ``metrics.json`` (with its ``config.yaml``) under the given directories and writes into ``--out``
+(default: ``<first dir>/report``):
+
+* ``runs.csv`` -- one row per run (settings, every protocol's metrics, seconds per epoch, peak memory);
+* ``main_table.md`` / ``.csv`` -- method x dataset x seed ratio (and swept hyper-parameters), Hits@1/5/10 and MRR
+  as mean ± std over repeated seeds (``n`` runs each);
+* ``ablation_table.md`` / ``.csv`` -- when runs carry an ``ablation`` setting;
+* ``seed_quality.md`` / ``.csv`` -- per-stage seed count, precision and coverage of seed generators that report it;
+* ``metrics_vs_<axis>.png`` -- Hits@1 and MRR against θ, α, seed ratio or PSQE cluster count, for every axis the
+  runs vary.
+
+The Markdown tables are also printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+from mmea_lightning.results.collect import collect, seed_quality
+from mmea_lightning.results.plots import plot_axes
+from mmea_lightning.results.tables import ablation_table, main_table, seed_quality_table
+
+
+def _write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def build_report(roots: list[str | Path], out_dir: str | Path | None = None, protocol: str = "test") -> dict:
+    """Write the report files; returns ``{name: path}`` of what was written plus the Markdown texts."""
+    out = Path(out_dir) if out_dir else Path(roots[0]) / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    runs = collect(roots)
+    written: dict[str, object] = {}
+    _write(out / "runs.csv", runs.to_csv(index=False))
+    written["runs"] = out / "runs.csv"
+    table, markdown = main_table(runs, protocol)
+    _write(out / "main_table.csv", table.to_csv(index=False))
+    _write(out / "main_table.md", markdown + "\n")
+    written.update(main_table=out / "main_table.md", main_markdown=markdown)
+    ablation = ablation_table(runs, protocol)
+    if ablation is not None:
+        _write(out / "ablation_table.csv", ablation[0].to_csv(index=False))
+        _write(out / "ablation_table.md", ablation[1] + "\n")
+        written.update(ablation_table=out / "ablation_table.md", ablation_markdown=ablation[1])
+    quality = seed_quality_table(seed_quality(roots))
+    if quality is not None:
+        _write(out / "seed_quality.csv", quality[0].to_csv(index=False))
+        _write(out / "seed_quality.md", quality[1] + "\n")
+        written.update(seed_quality=out / "seed_quality.md", seed_quality_markdown=quality[1])
+    written["plots"] = plot_axes(runs, out, protocol)
+    written["num_runs"] = len(runs)
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m mmea_lightning.report", description=__doc__.split("\n")[0])
+    parser.add_argument("dirs", nargs="+", help="multirun / run directories to aggregate")
+    parser.add_argument("--out", default=None, help="output directory (default: <first dir>/report)")
+    parser.add_argument("--protocol", default="test",
+                        help="evaluation protocol of the tables: test (default), test_csls, test_all, ...")
+    args = parser.parse_args(argv)
+    try:
+        written = build_report(args.dirs, args.out, args.protocol)
+    except (FileNotFoundError, KeyError) as err:
+        parser.error(str(err))
+    print(f"{written['num_runs']} runs; protocol {args.protocol}\n")
+    print(written["main_markdown"])
+    for name in ("ablation_markdown", "seed_quality_markdown"):
+        if name in written:
+            print("\n" + written[name])
+    print(f"\nwritten to {Path(written['runs']).parent}: "
+          + ", ".join(Path(p).name for p in [written["runs"], written["main_table"], *written["plots"]]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Results: collect finished runs, aggregate them into the papers' tables and plots."""

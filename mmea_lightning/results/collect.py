@@ -1,0 +1,99 @@
+"""Read finished runs (``metrics.json`` + ``config.yaml`` of each run directory) into one flat table."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import OmegaConf
+
+log = logging.getLogger(__name__)
+
+METRICS: tuple[str, ...] = ("hits@1", "hits@5", "hits@10", "mrr", "mr")
+
+#: report column -> config keys where a run may hold it (first present wins); aligners and seed generators that
+#: name a hyper-parameter differently add their key here
+CONFIG_AXES: dict[str, tuple[str, ...]] = {
+    "theta": ("model.module.aligner.theta", "model.module.aligner.cprl.theta"),
+    "alpha": ("model.module.aligner.alpha", "model.module.aligner.cprl.alpha"),
+    "ablation": ("model.module.aligner.ablation",),
+    "clusters": ("seeds.cluster_sampling.clusters", "seeds.num_clusters", "seeds.clusters"),
+}
+#: axes that only mean something for some models (EVA's NCA also has an ``alpha``; it is not MPSEA's MI weight)
+AXIS_MODELS: dict[str, frozenset[str]] = {"theta": frozenset({"mpsea"}), "alpha": frozenset({"mpsea"})}
+
+
+def find_runs(roots: Iterable[str | Path]) -> list[Path]:
+    """Run directories (those holding ``metrics.json``) under each root, sorted; a root may be a run itself."""
+    runs: set[Path] = set()
+    for root in roots:
+        root = Path(root)
+        if not root.exists():
+            raise FileNotFoundError(f"{root} does not exist: pass multirun or run directories")
+        runs.update(path.parent for path in root.rglob("metrics.json"))
+    return sorted(runs)
+
+
+def _select(config, keys: Sequence[str]):
+    for key in keys:
+        value = OmegaConf.select(config, key, default=None)
+        if value is not None:
+            return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    return None
+
+
+def load_run(run_dir: Path) -> dict:
+    """One flat record: what was run (dataset, model, seeds, ratio, seeds of model and split, surface, iterative,
+    the hyper-parameters of :data:`CONFIG_AXES`), every ``<protocol>/<metric>`` and the run's cost."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    config_path = run_dir / "config.yaml"
+    config = OmegaConf.load(config_path) if config_path.is_file() else OmegaConf.create({})
+    info = metrics.get("run", {})
+    split = info.get("split", {})
+    perf = info.get("perf", {})
+    record = {
+        "run_dir": str(run_dir),
+        "dataset": info.get("dataset", OmegaConf.select(config, "dataset.name")),
+        "model": info.get("model", OmegaConf.select(config, "model.name")),
+        "seeds": info.get("seeds", "gold"),
+        "seed_ratio": split.get("seed_ratio", OmegaConf.select(config, "seed_ratio")),
+        "seed": info.get("seed", OmegaConf.select(config, "seed")),
+        "split_seed": split.get("split_seed", OmegaConf.select(config, "split_seed")),
+        "surface": bool(info.get("surface", False)),
+        "iterative": bool(info.get("iterative_training", False)),
+        "modalities": ",".join(info.get("modalities_used", [])),
+        "val/best_mrr": metrics.get("val/best_mrr"),
+        "seconds_per_epoch": perf.get("seconds_per_epoch"),
+        "epochs_run": perf.get("epochs_run"),
+        "train_seconds": perf.get("train_seconds"),
+        "peak_memory_mb": perf.get("peak_memory_mb"),
+    }
+    for column, keys in CONFIG_AXES.items():
+        models = AXIS_MODELS.get(column)
+        record[column] = _select(config, keys) if models is None or record["model"] in models else None
+    record.update({key: value for key, value in metrics.items() if "/" in key and key != "val/best_mrr"})
+    return record
+
+
+def collect(roots: Iterable[str | Path]) -> pd.DataFrame:
+    """Every finished run under ``roots`` as one row (see :func:`load_run`)."""
+    runs = find_runs(roots)
+    if not runs:
+        raise FileNotFoundError(f"no metrics.json under {[str(r) for r in roots]}: no finished run to report")
+    return pd.DataFrame([load_run(run) for run in runs])
+
+
+def seed_quality(roots: Iterable[str | Path]) -> pd.DataFrame:
+    """Per-stage seed quality of the seed generators (``run.seed_quality`` in ``metrics.json``: a list of
+    ``{"generator", "stage", "count", "precision", "coverage", "seconds", ...}`` rows, see
+    :mod:`mmea_lightning.seeds.report`), one row per run and stage."""
+    rows = []
+    for run_dir in find_runs(roots):
+        info = json.loads((run_dir / "metrics.json").read_text()).get("run", {})
+        for stage in info.get("seed_quality") or []:
+            rows.append({"dataset": info.get("dataset"), "seeds": info.get("seeds"), "run_dir": str(run_dir),
+                         **stage})
+    return pd.DataFrame(rows)

@@ -1,0 +1,47 @@
+"""Metric-vs-hyper-parameter plots (θ, α, seed ratio, cluster count) as PNG files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from .tables import aggregate, setting_keys  # noqa: E402
+
+PLOT_AXES: dict[str, str] = {"theta": "reward threshold θ", "alpha": "MI weight α", "seed_ratio": "seed ratio",
+                             "clusters": "PSQE cluster count"}
+
+
+def plot_axes(runs: pd.DataFrame, out_dir: Path, protocol: str = "test") -> list[Path]:
+    """One PNG per swept axis (an axis with at least two values among comparable runs): Hits@1 and MRR (mean, with
+    the std over repetitions as error bars) against the axis, one line per other setting."""
+    written = []
+    keys = setting_keys(runs)
+    for axis, label in PLOT_AXES.items():
+        if axis not in runs or runs[axis].dropna().nunique() < 2:
+            continue
+        subset = runs[runs[axis].notna()]
+        table = aggregate(subset, protocol, metrics=("hits@1", "mrr"), keys=keys)
+        line_keys = [k for k in keys if k != axis and table[k].nunique() > 1] or ["model"]
+        fig, panels = plt.subplots(1, 2, figsize=(10, 4))
+        for panel, metric, title in zip(panels, ("hits@1", "mrr"), ("Hits@1", "MRR")):
+            for name, line in table.groupby(line_keys, sort=True):
+                line = line.sort_values(axis)
+                name = name if isinstance(name, tuple) else (name,)
+                panel.errorbar(line[axis].astype(float), line[f"{metric}_mean"], yerr=line[f"{metric}_std"],
+                               marker="o", capsize=3, label=" / ".join(str(v) for v in name))
+            panel.set_xlabel(label)
+            panel.set_ylabel(f"{title} ({protocol})")
+            panel.grid(alpha=0.3)
+        panels[0].legend(fontsize=8)
+        fig.suptitle(f"Hits@1 and MRR vs {label}")
+        fig.tight_layout()
+        path = out_dir / f"metrics_vs_{axis}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+    return written

@@ -1,0 +1,95 @@
+"""On-disk cache of seed-generation stages, so that a sweep over aligners does not recompute the seeds.
+
+A stage's key is a hash of the *content* of the input features it may read (graph, entity ids, every modality
+table and mask -- never the gold links, which are not part of a :class:`FeatureSet`), of the stage's settings and
+of the key of the stage it starts from. Entries are ``<cache_dir>/seeds/<generator>/<stage>-<key>.pt``, written
+to a temporary file and renamed (a reader sees a complete entry or none); an unreadable entry is recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mmea_lightning.data.features import FeatureSet
+
+log = logging.getLogger(__name__)
+
+__all__ = ["StageCache", "features_fingerprint", "stage_key"]
+
+CACHE_VERSION = 2  # bump when a stage computes something different from the same inputs and settings
+
+
+def _update(digest, array: np.ndarray) -> None:
+    array = np.ascontiguousarray(array)
+    digest.update(f"{array.dtype}{array.shape}".encode())
+    digest.update(array.tobytes())
+
+
+def features_fingerprint(features: FeatureSet) -> str:
+    """A hash of everything a seed generator can read from ``features`` (graph, ids, modality tables, masks)."""
+    digest = hashlib.sha256(f"v{CACHE_VERSION}:{features.num_entities}".encode())
+    for tensor in (features.kg1_ids, features.kg2_ids, features.edge_index, features.edge_weight):
+        _update(digest, tensor.numpy())
+    for name in sorted(features.modalities):
+        digest.update(name.encode())
+        _update(digest, features.modalities[name].numpy())
+    for name in sorted(features.masks):
+        digest.update(f"mask:{name}".encode())
+        _update(digest, features.masks[name].numpy())
+    return digest.hexdigest()[:24]
+
+
+def stage_key(*parts: object) -> str:
+    """A hash of JSON-serialisable ``parts`` (settings, upstream keys)."""
+    payload = json.dumps([CACHE_VERSION, *parts], sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+class StageCache:
+    """``load``/``save`` of one stage's payload (a dict of arrays, tensors and JSON-able values).
+
+    Args:
+        cache_dir: the run's cache root (``paths.cache_dir``); ``None`` disables caching.
+        generator: the generator's name (a sub-folder).
+    """
+
+    def __init__(self, cache_dir: str | Path | None, generator: str):
+        self.root = None if cache_dir is None else Path(cache_dir) / "seeds" / generator
+
+    def path(self, stage: str, key: str) -> Path | None:
+        return None if self.root is None else self.root / f"{stage}-{key}.pt"
+
+    def load(self, stage: str, key: str) -> dict | None:
+        path = self.path(stage, key)
+        if path is None or not path.is_file():
+            return None
+        try:
+            payload = torch.load(path, weights_only=False)
+        except Exception as err:  # a corrupt entry is recomputed, never trusted
+            log.warning("ignoring unreadable seed cache %s (%s)", path, err)
+            return None
+        log.info("seed stage %s loaded from cache %s", stage, path)
+        return payload
+
+    def save(self, stage: str, key: str, payload: Mapping) -> None:
+        path = self.path(stage, key)
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        os.close(fd)
+        try:
+            torch.save(dict(payload), tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)

@@ -1,0 +1,32 @@
+"""PSQE's multi-modal information correction (MIC; paper Sec. 4.2.2, used again in Stage III's recheck).
+
+For the seed pairs ``(l_k, r_k)``, ``M[k, k'] = sim(l_k, r_k')`` on the *raw* fused features (the Stage-I fusion, not
+the fine-tuned ones); pair ``k`` is dropped when ``M[k, k] < max_k' M[k, k']``, i.e. when another seed's KG2 entity
+is more similar to ``l_k`` than its own partner. As in the paper and the released code the check runs left to right
+over the whole seed set (Stage-I seeds included), and a tie with the row maximum keeps the pair.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from mmea_lightning.seeds.fusion import FusedFeatures
+
+__all__ = ["error_correction"]
+
+
+@torch.no_grad()
+def error_correction(links: np.ndarray, fused: FusedFeatures, chunk_size: int = 2048) -> np.ndarray:
+    """``(S,)`` bool: which of the seed pairs ``links (S, 2)`` survive the check (see the module docstring)."""
+    links = np.asarray(links, dtype=np.int64).reshape(-1, 2)
+    keep = np.ones(len(links), dtype=bool)
+    if len(links) == 0:
+        return keep
+    score_rows = fused.scorer(links[:, 0], links[:, 1])
+    for start in range(0, len(links), chunk_size):
+        rows = torch.arange(start, min(start + chunk_size, len(links)))
+        sim = score_rows(rows)  # (c, S)
+        own = sim[torch.arange(len(rows)), rows]
+        keep[start:start + len(rows)] = (own >= sim.max(dim=1).values).numpy()
+    return keep
