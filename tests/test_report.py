@@ -15,7 +15,7 @@ from mmea_lightning.results.tables import aggregate, main_table
 
 
 def _write_run(path: Path, *, model="mpsea", dataset="fbdb15k", ratio=0.2, seed=42, h1=0.5, mrr=0.6, theta=None,
-               ablation=None, seed_quality=None) -> None:
+               ablation=None, seed_quality=None, effective=None) -> None:
     path.mkdir(parents=True)
     aligner = {"_target_": "x.Y"}
     if theta is not None:
@@ -34,6 +34,8 @@ def _write_run(path: Path, *, model="mpsea", dataset="fbdb15k", ratio=0.2, seed=
                        "perf": {"seconds_per_epoch": 1.5, "peak_memory_mb": 2048.0, "epochs_run": 10}}}
     if seed_quality is not None:
         metrics["run"]["seed_quality"] = seed_quality
+    if effective is not None:
+        metrics["run"]["ablation_effective"] = effective
     (path / "metrics.json").write_text(json.dumps(metrics))
 
 
@@ -61,18 +63,20 @@ def test_report_files_ablation_seed_quality_and_plots(tmp_path, capsys):
         _write_run(sweep / f"{i}_theta", theta=theta, h1=0.4 + i / 10)
     _write_run(sweep / "abl_full", dataset="fbyg15k", h1=0.45)
     _write_run(sweep / "abl_oc", dataset="fbyg15k", ablation="wo_oc", h1=0.41)
+    _write_run(sweep / "abl_img", dataset="fbyg15k", ablation="wo_img", h1=0.45, effective=False)
     quality = [{"stage": "I", "count": 100, "precision": 0.9, "coverage": 0.2},
                {"stage": "II", "count": 300, "precision": 0.8, "coverage": 0.5}]
     _write_run(tmp_path / "psqe_run", model="eva", seed_quality=quality)
     written = build_report([sweep, tmp_path / "psqe_run"], tmp_path / "out")
     out = tmp_path / "out"
-    assert written["num_runs"] == 6
+    assert written["num_runs"] == 7
     for name in ("runs.csv", "main_table.md", "main_table.csv", "ablation_table.md", "seed_quality.md"):
         assert (out / name).is_file(), name
     assert (out / "metrics_vs_theta.png").stat().st_size > 1000
     assert not (out / "metrics_vs_alpha.png").exists()  # alpha never varies
     ablation = (out / "ablation_table.md").read_text()
     assert "| mpsea | full |" in ablation and "| mpsea | wo_oc |" in ablation and "0.4100" in ablation
+    assert "| mpsea | wo_img (= full on this data) |" in ablation
     assert "| fbdb15k | gold | II | 300 | 0.8000 | 0.5000 |" in (out / "seed_quality.md").read_text()
     main([str(sweep), "--out", str(tmp_path / "cli")])
     assert "| fbdb15k | 0.2 |" in capsys.readouterr().out

@@ -65,6 +65,7 @@ def load_run(run_dir: Path) -> dict:
         "surface": bool(info.get("surface", False)),
         "iterative": bool(info.get("iterative_training", False)),
         "modalities": ",".join(info.get("modalities_used", [])),
+        "ablation_effective": info.get("ablation_effective"),  # False: the variant equals the full model here
         "val/best_mrr": metrics.get("val/best_mrr"),
         "seconds_per_epoch": perf.get("seconds_per_epoch"),
         "epochs_run": perf.get("epochs_run"),

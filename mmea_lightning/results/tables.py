@@ -91,6 +91,9 @@ def ablation_table(runs: pd.DataFrame, protocol: str = "test") -> tuple[pd.DataF
     models = runs.loc[runs["ablation"].notna() & (runs["ablation"] != "none"), "model"].unique()
     subset = runs[runs["model"].isin(models)].copy()
     subset["ablation"] = subset["ablation"].fillna("full").replace({"none": "full"})
+    if "ablation_effective" in subset:  # e.g. an image ablation on data without images: the full model again
+        ineffective = subset["ablation_effective"].eq(False)
+        subset.loc[ineffective, "ablation"] = subset.loc[ineffective, "ablation"] + " (= full on this data)"
     table = aggregate(subset, protocol, metrics=("hits@1", "mrr"),
                       keys=["model", "ablation", "dataset", "seed_ratio"])
     wide = table.pivot_table(index=["model", "ablation"], columns=["dataset", "seed_ratio"],
