@@ -18,6 +18,7 @@ from mmea_lightning.seeds.fusion import FusedFeatures, View, raw_fusion, shared_
 from mmea_lightning.seeds.global_sampling import GlobalSampling
 from mmea_lightning.seeds.matching import greedy_matching
 from mmea_lightning.seeds.neighbour_expansion import NeighbourExpansion, expansion_fusion
+from mmea_lightning.seeds.numeric_values import numeric_value_table, value_tokens
 from mmea_lightning.seeds.pivot import PivotSeeds
 from mmea_lightning.seeds.psqe import PSQESeeds
 from mmea_lightning.seeds.quality import graph_coverage, seed_precision
@@ -35,9 +36,11 @@ def toy(tmp_path_factory):
 
 
 def without(features: FeatureSet, *names: str) -> FeatureSet:
-    """``features`` without the modalities ``names`` (e.g. no images, as the real data)."""
+    """``features`` without the modalities ``names`` (e.g. no images, as the real data); ``numeric_value`` drops the
+    raw numeric triples."""
+    raw = {"numeric_entities": None, "numeric_values": None} if "numeric_value" in names else {}
     return dataclasses.replace(features, modalities={k: v for k, v in features.modalities.items() if k not in names},
-                               masks={k: v for k, v in features.masks.items() if k not in names})
+                               masks={k: v for k, v in features.masks.items() if k not in names}, **raw)
 
 
 def precision(links, pair) -> float:
@@ -144,10 +147,14 @@ def test_pivots_pick_images_then_names_and_say_when_there_is_nothing(toy):
     assert precision(links, pair) > 0.5  # toy images carry the alignment
     named = PivotSeeds(n=50, surface=True, cache=False).generate(without(fs, "image"))
     assert named.info["modality"] == "name_char" and precision(named.links, pair) > 0.5
+    valued = PivotSeeds(n=50, cache=False).generate(without(fs, "image"))  # no names without surface: raw values
+    # the toy graphs perturb every value independently, so few tokens match exactly (real pairs share many:
+    # tests/test_seeds_run.py); chance is 1/600
+    assert valued.info["modality"] == "numeric_value" and precision(valued.links, pair) > 0.1
     with pytest.raises(ValueError, match="names count only with surface=true"):
-        PivotSeeds(n=50, cache=False).generate(without(fs, "image"))
+        PivotSeeds(n=50, cache=False).generate(without(fs, "image", "numeric_value"))
     with pytest.raises(ValueError, match="seeds=pivot needs one of"):
-        PivotSeeds(n=50, surface=True, cache=False).generate(without(fs, "image", "name_char"))
+        PivotSeeds(n=50, surface=True, cache=False).generate(without(fs, "image", "name_char", "numeric_value"))
 
 
 def test_similarity_ties_are_not_broken_by_entity_id(toy):
@@ -268,7 +275,59 @@ def test_psqe_runs_every_stage_with_or_without_images_and_caches(toy, tmp_path, 
     assert [s.report["cached"] for s in third.stages] == [True, True, False]
 
 
+def test_psqe_without_images_and_names_runs_on_the_raw_values(toy, tmp_path):
+    """The MMKG pairs here: no images, names only with surface -> the numeric values take the primary slot."""
+    pair, fs = toy
+    psqe = PSQESeeds(n=60, seed=0, cluster_sampling=ClusterSampling(clusters=3, n_init=1),
+                     global_sampling=GlobalSampling(**FAST_STAGE2),
+                     neighbour_expansion=NeighbourExpansion(eta_start=0.5, eta_end=0.6))
+    generation = psqe.generate(without(fs, "image"), cache_dir=tmp_path)
+    assert generation.info["primary"] == "numeric_value"
+    assert generation.info["raw_weights"] == {"numeric_value": 1.0}  # relation/attribute: disjoint vocabularies
+    assert [s.name for s in generation.stages] == ["stage1", "stage2", "stage3"]
+    assert all(len(s.links) > 0 for s in generation.stages)
+    assert precision(generation.stages[0].links, pair) > 0.1  # chance: 1/600 (see the pivot test)
+
+
+def test_numeric_value_table_by_hand():
+    """Tokens at 4 significant digits, only tokens of both graphs, binary bags, idf, damping by the norm quantile."""
+    # KG1 = 0, 1, 2; KG2 = 3, 4, 5
+    ents = torch.tensor([0, 0, 1, 2, 3, 3, 3, 4, 5])
+    vals = torch.tensor([54.20867775, 1961.0, 1961.0, 7.0, 54.21, 1961.0, 1961.0, 1961.0, 8.0], dtype=torch.float64)
+    fs = FeatureSet(num_entities=6, kg1_ids=torch.tensor([0, 1, 2]), kg2_ids=torch.tensor([3, 4, 5]),
+                    edge_index=torch.zeros(2, 0, dtype=torch.long), edge_weight=torch.zeros(0),
+                    adjacency=torch.zeros(6, 6), numeric_entities=ents, numeric_values=vals)
+    table = numeric_value_table(fs, evidence_quantile=1.0).toarray()
+    assert table.shape == (6, 2)  # '1961' and '54.21' are shared; 7 and 8 are one graph's only
+    idf_year, idf_coord = np.log(6 / 4), np.log(6 / 2)  # 1961: entities 0, 1, 3, 4; 54.21: 0, 3
+    rich = np.hypot(idf_year, idf_coord)  # the largest norm: c = max with quantile 1
+    year_col = int(np.argmax(table[1]))
+    assert table[1, year_col] == pytest.approx(idf_year / rich) and table[1].sum() == pytest.approx(idf_year / rich)
+    assert np.allclose(table[0] @ table[3], 1.0, atol=1e-6)  # same two values: cosine 1
+    assert table[1] @ table[4] == pytest.approx((idf_year / rich) ** 2)  # one common year: damped, not 1
+    assert not table[2].any() and not table[5].any()
+    assert value_tokens(np.array([-0.0, 1e-7, 12345678.0])).tolist() == ["0", "1e-07", "1.235e+07"]
+    nothing = dataclasses.replace(fs, numeric_values=torch.tensor([1.0, 2, 3, 4, 5, 6, 7, 8, 9], dtype=torch.float64))
+    assert numeric_value_table(nothing) is None  # no value in both graphs
+
+
 def test_psqe_without_any_comparable_modality_is_a_clear_error(toy):
     _, fs = toy
     with pytest.raises(ValueError, match="need images .* names \\(surface=true\\)"):
-        PSQESeeds(n=60, cache=False).generate(without(fs, "image"))
+        PSQESeeds(n=60, cache=False).generate(without(fs, "image", "numeric_value"))
+
+
+def test_numeric_value_pivots_on_a_real_mmkg_pair(data_dir):
+    """FB15K-YAGO15K has no images and (without surface) no names; its numeric values alone give precise pivots."""
+    from mmea_lightning.data.features import graph_edges
+
+    pair = load_pair(spec("fbyg15k"), data_dir)
+    edge_index, weight = graph_edges(pair)
+    fs = FeatureSet(num_entities=pair.num_entities, kg1_ids=torch.from_numpy(pair.kg1_ids),
+                    kg2_ids=torch.from_numpy(pair.kg2_ids), edge_index=torch.from_numpy(edge_index),
+                    edge_weight=torch.from_numpy(weight), adjacency=torch.zeros(0),
+                    numeric_entities=torch.from_numpy(pair.numeric_entities),
+                    numeric_values=torch.from_numpy(pair.numeric_values))
+    generation = PivotSeeds(n=500, cache=False).generate(fs)
+    assert generation.info["modality"] == "numeric_value" and len(generation.links) == 500
+    assert precision(generation.links, pair) > 0.9  # measured 0.99 (chance: 1 / 15,404)

@@ -6,6 +6,8 @@ Modalities (``FeatureSet.modalities``, each ``(N, d)`` float32, ``N`` = entities
 * ``attribute``: binary bag of the ``top_attributes`` most frequent attribute keys.
 * ``numeric``: entity x numeric-attribute values, z-scored per attribute over the known values (clipped to
   ``[-numeric_clip, numeric_clip]``), 0 where missing; ``FeatureSet.numeric_mask`` ``(N, A)`` says which are known.
+  The raw values themselves (``FeatureSet.numeric_triples``: entity, value) are kept for the seed generators, which
+  compare values across the graphs (:mod:`mmea_lightning.seeds.numeric_values`).
   Choice: z-scores rather than min-max, so one outlier (a population, a budget) does not flatten an attribute.
 * ``image``: the pickled vectors, L2-normalised. Entities without one get a normal random vector with the
   per-dimension mean/std of the known vectors (EVA/MCLEA/MEAformer), drawn from ``feature_seed``; ``masks['image']``
@@ -38,7 +40,7 @@ from mmea_lightning.data.pair import KGPair
 
 log = logging.getLogger(__name__)
 
-FEATURE_VERSION = 2  # bump whenever the built features change (stale caches are then rebuilt)
+FEATURE_VERSION = 3  # bump whenever the built features change (stale caches are then rebuilt)
 
 
 @dataclass
@@ -64,6 +66,8 @@ class FeatureSet:
     modalities: dict[str, torch.Tensor] = field(default_factory=dict)
     masks: dict[str, torch.Tensor] = field(default_factory=dict)  # (N,) bool: entity has a real value
     numeric_mask: torch.Tensor | None = None  # (N, A) bool
+    numeric_entities: torch.Tensor | None = None  # (T,) long: the entity of each numeric triple
+    numeric_values: torch.Tensor | None = None  # (T,) float64: its raw value (dates as fractional years)
     info: dict = field(default_factory=dict)
 
     @property
@@ -246,6 +250,8 @@ def build_features(pair: KGPair, settings: FeatureSettings) -> FeatureSet:
         fs.modalities["numeric"] = torch.from_numpy(values)
         fs.numeric_mask = torch.from_numpy(mask)
         fs.masks["numeric"] = torch.from_numpy(mask.any(axis=1))
+        fs.numeric_entities = torch.from_numpy(np.asarray(pair.numeric_entities, dtype=np.int64))
+        fs.numeric_values = torch.from_numpy(np.asarray(pair.numeric_values, dtype=np.float64))
     images = image_features(pair, settings.feature_seed)
     if images is not None:
         fs.modalities["image"] = torch.from_numpy(images[0])

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["StageCache", "features_fingerprint", "stage_key"]
 
-CACHE_VERSION = 2  # bump when a stage computes something different from the same inputs and settings
+CACHE_VERSION = 3  # bump when a stage computes something different from the same inputs and settings
 
 
 def _update(digest, array: np.ndarray) -> None:
@@ -45,6 +45,11 @@ def features_fingerprint(features: FeatureSet) -> str:
     for name in sorted(features.masks):
         digest.update(f"mask:{name}".encode())
         _update(digest, features.masks[name].numpy())
+    for name in ("numeric_entities", "numeric_values"):
+        tensor = getattr(features, name, None)
+        if tensor is not None:
+            digest.update(name.encode())
+            _update(digest, tensor.numpy())
     return digest.hexdigest()[:24]
 
 

@@ -15,8 +15,10 @@ which is the inner product of the concatenations ``[sqrt(w_m) x_m]`` (used for k
 * Weights are renormalised over the modalities the data has, so a missing one (no images, no attributes in DBP15K)
   does not shrink every similarity.
 * The "primary" slot (the paper's visual modality, weight 0.8) is taken by the first modality of a preference list
-  that the data has: images, else name embeddings, else character bigrams. Names count only in the "with surface"
-  setting (``surface=true``), so that seeds never bring names into a run that reports itself as without surface.
+  that the data has: images, else name embeddings, else character bigrams, else the raw numeric values
+  (``numeric_value``, :mod:`mmea_lightning.seeds.numeric_values`: the only cross-graph evidence of the MMKG pairs
+  here without images and names). Names count only in the "with surface" setting (``surface=true``), so that seeds
+  never bring names into a run that reports itself as without surface.
 * Raw features are compared across the graphs only on the feature columns both graphs use. The paper's relation and
   attribute features are BERT embeddings of relation/attribute *names*, comparable across graphs; ours are
   bag-of-words over relation ids and attribute keys, and the two graphs of every benchmark pair here have disjoint
@@ -42,13 +44,14 @@ from torch import Tensor
 
 from mmea_lightning.data.features import FeatureSet
 from mmea_lightning.models.modalities import SURFACE_MODALITIES
+from mmea_lightning.seeds.numeric_values import NUMERIC_VALUE, has_numeric_values, numeric_value_table
 
 log = logging.getLogger(__name__)
 
 __all__ = ["FusedFeatures", "View", "comparable_view", "eligible_modalities", "normalized_table", "pick_primary",
            "raw_fusion", "shared_columns"]
 
-DEFAULT_PRIMARY = ("image", "name_sbert", "name_char")
+DEFAULT_PRIMARY = ("image", "name_sbert", "name_char", NUMERIC_VALUE)
 _SPARSE_BELOW = 0.05  # tables denser than this are kept dense
 
 
@@ -84,7 +87,9 @@ def normalized_table(table: Tensor, mask: Tensor | None = None,
 
 @dataclass(frozen=True)
 class View:
-    """One modality of a fused similarity: ``table (N, d)`` with normalised (or zero) rows, and its weight."""
+    """One modality of a fused similarity: ``table (N, d)`` with normalised (or zero) rows, and its weight.
+
+    (``numeric_value`` rows have norm <= 1: see :mod:`mmea_lightning.seeds.numeric_values`.)"""
 
     name: str
     weight: float
@@ -92,6 +97,13 @@ class View:
 
     def rows(self, ids: np.ndarray) -> Tensor | sp.csr_matrix:
         return self.table[ids] if isinstance(self.table, sp.csr_matrix) else self.table[torch.as_tensor(ids)]
+
+
+def _right_side(x: Tensor | sp.csr_matrix) -> Tensor | sp.csc_matrix:
+    """``(d, R)``: the transposed right-hand rows, sparse (CSC) when they are sparse with more than 1024 columns."""
+    if isinstance(x, sp.csr_matrix) and x.shape[1] > 1024:
+        return x.T.tocsc()
+    return _dense(x).t().contiguous()
 
 
 def _dense(x: Tensor | sp.csr_matrix) -> Tensor:
@@ -118,19 +130,21 @@ class FusedFeatures:
     def scorer(self, left: np.ndarray | Tensor, right: np.ndarray | Tensor) -> Callable[[Tensor], Tensor]:
         """``rows (c,) -> (c, R)`` fused similarities of ``left[rows]`` against every entity of ``right``.
 
-        ``left (L,)`` / ``right (R,)`` are entity ids. The right side of every view is densified once
-        (``R x d_m`` floats).
+        ``left (L,)`` / ``right (R,)`` are entity ids. The right side of every view is transposed once: densified
+        (``R x d_m`` floats), or kept sparse when it is sparse and wide (the value tokens: thousands of columns).
         """
         left = np.asarray(left, dtype=np.int64)
         right = np.asarray(right, dtype=np.int64)
-        right_t = [(_dense(v.rows(right)).t().contiguous(), v) for v in self.views]
+        right_t = [(_right_side(v.rows(right)), v) for v in self.views]
 
         def score_rows(rows: Tensor) -> Tensor:
             ids = left[np.asarray(rows, dtype=np.int64)]
             out = torch.zeros(len(ids), len(right))
             for rt, view in right_t:
                 lhs = view.rows(ids)
-                if isinstance(lhs, sp.csr_matrix):
+                if isinstance(rt, sp.csc_matrix):  # sparse x sparse: only the right side's non-zeros are read
+                    out += view.weight * torch.from_numpy((sp.csr_matrix(lhs) @ rt).toarray().astype(np.float32))
+                elif isinstance(lhs, sp.csr_matrix):
                     out += view.weight * torch.from_numpy(np.asarray(lhs @ rt.numpy(), dtype=np.float32))
                 else:
                     out += view.weight * (lhs @ rt)
@@ -153,8 +167,10 @@ class FusedFeatures:
 
 
 def eligible_modalities(features: FeatureSet, surface: bool) -> list[str]:
-    """Feature modalities of ``features`` a seed generator may read (the name modalities only with ``surface``)."""
-    return [m for m in features.modalities if surface or m not in SURFACE_MODALITIES]
+    """Feature modalities of ``features`` a seed generator may read (the name modalities only with ``surface``),
+    plus ``numeric_value`` when the data has raw numeric triples."""
+    out = [m for m in features.modalities if surface or m not in SURFACE_MODALITIES]
+    return out + [NUMERIC_VALUE] if has_numeric_values(features) else out
 
 
 def pick_primary(features: FeatureSet, preference: Sequence[str], surface: bool) -> str | None:
@@ -165,6 +181,9 @@ def pick_primary(features: FeatureSet, preference: Sequence[str], surface: bool)
 
 def comparable_view(features: FeatureSet, name: str, weight: float) -> View | None:
     """The raw view of modality ``name`` on the columns both graphs use, or ``None`` when they share none."""
+    if name == NUMERIC_VALUE:
+        table = numeric_value_table(features)
+        return None if table is None else View(name, weight, table)
     table, mask = features.modalities[name], features.masks.get(name)
     columns = shared_columns(table, features.kg1_ids, features.kg2_ids, mask)
     if len(columns) == 0:

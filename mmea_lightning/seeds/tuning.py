@@ -9,6 +9,9 @@ Choices:
   there are no images). Without any primary modality the released code drops the GAT altogether; we keep the graph
   view over the projected concatenation of the other modality tables (relation, attribute, ...), so that the graph
   structure still propagates evidence -- every run has a graph view, weighted like the visual one (0.8).
+* With the ``numeric_value`` view in the primary slot (no images, no names), the GAT input is the ``numeric``
+  table (per-attribute z-scores): the value tokens are a sparse vocabulary of thousands of columns, the z-scores
+  carry the same values densely, and the linear head learns the attribute correspondence from the seeds.
 * Inputs are the raw tables with L2-normalised rows (zero rows for entities without a real value), as in the
   fused raw features. The paper's relation/attribute inputs are BERT embeddings of relation/attribute names; ours are
   the framework's bag-of-words tables.
@@ -30,6 +33,7 @@ from mmea_lightning.data.features import FeatureSet
 from mmea_lightning.models.encoders.feature_head import FeatureHead
 from mmea_lightning.models.encoders.gat import GATEncoder
 from mmea_lightning.models.losses.icl import ICLLoss
+from mmea_lightning.seeds.numeric_values import NUMERIC_VALUE
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +41,11 @@ __all__ = ["SeedTuningModel", "build_tuning_model", "dense_table", "fit_tuning_m
 
 
 def dense_table(features: FeatureSet, name: str) -> Tensor:
-    """``(N, d)`` float32: the modality's table, rows L2-normalised, zero where the entity has no real value."""
+    """``(N, d)`` float32: the modality's table, rows L2-normalised, zero where the entity has no real value.
+
+    ``numeric_value`` reads the ``numeric`` table (see the module docstring)."""
+    if name == NUMERIC_VALUE:
+        name = "numeric"
     x = features.modalities[name].float()
     mask = features.masks.get(name)
     if mask is not None:
