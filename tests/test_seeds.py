@@ -13,7 +13,7 @@ from mmea_lightning.data.loader import load_pair
 from mmea_lightning.data.toy import generate_toy_pair
 from mmea_lightning.eval.decoding import greedy_one_to_one
 from mmea_lightning.seeds.cluster_sampling import ClusterSampling, cluster_quotas
-from mmea_lightning.seeds.correction import error_correction
+from mmea_lightning.seeds.correction import error_correction, unchecked_pairs
 from mmea_lightning.seeds.fusion import FusedFeatures, View, raw_fusion, shared_columns
 from mmea_lightning.seeds.global_sampling import GlobalSampling
 from mmea_lightning.seeds.matching import greedy_matching
@@ -331,3 +331,25 @@ def test_numeric_value_pivots_on_a_real_mmkg_pair(data_dir):
     generation = PivotSeeds(n=500, cache=False).generate(fs)
     assert generation.info["modality"] == "numeric_value" and len(generation.links) == 500
     assert precision(generation.links, pair) > 0.9  # measured 0.99 (chance: 1 / 15,404)
+
+
+def test_unchecked_pairs_are_the_ones_without_raw_evidence():
+    table = torch.tensor([[1.0, 0.0], [0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # entity 1 has no evidence
+    fused = FusedFeatures([View("x", 1.0, table)])
+    assert fused.has_evidence(np.arange(4)).tolist() == [True, False, True, True]
+    links = np.array([[0, 2], [1, 3]])
+    assert error_correction(links, fused).tolist() == [True, True]  # 1 -> 3 scores 0 = its row max: kept
+    assert unchecked_pairs(links, fused) == 1
+
+
+def test_psqe_weights_are_part_of_the_cache_key(toy, tmp_path):
+    """Stage II weights its heads by ``weights`` even when the raw fusion leaves them out: a new weight recomputes."""
+    _, fs = toy
+    stage2 = GlobalSampling(**FAST_STAGE2)
+    first = PSQESeeds(n=60, seed=0, stages=2, cluster_sampling=ClusterSampling(clusters=3, n_init=1),
+                      global_sampling=stage2).generate(fs, cache_dir=tmp_path)
+    other = PSQESeeds(n=60, seed=0, stages=2, weights={"primary": 0.5, "relation": 0.25, "attribute": 0.25},
+                      cluster_sampling=ClusterSampling(clusters=3, n_init=1),
+                      global_sampling=stage2).generate(fs, cache_dir=tmp_path)
+    assert first.info["raw_weights"] == other.info["raw_weights"] == {"image": 1.0}
+    assert not any(s.report["cached"] for s in other.stages)

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["StageCache", "features_fingerprint", "stage_key"]
 
-CACHE_VERSION = 3  # bump when a stage computes something different from the same inputs and settings
+CACHE_VERSION = 4  # bump when a stage computes something different from the same inputs and settings
 
 
 def _update(digest, array: np.ndarray) -> None:

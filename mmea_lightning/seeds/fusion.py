@@ -152,6 +152,15 @@ class FusedFeatures:
 
         return score_rows
 
+    def has_evidence(self, ids: np.ndarray) -> np.ndarray:
+        """``(len(ids),)`` bool: the entity has a non-zero row in some view (a real image / name / shared value)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        out = np.zeros(len(ids), dtype=bool)
+        for view in self.views:
+            rows = view.rows(ids)
+            out |= (np.diff(rows.indptr) > 0) if isinstance(rows, sp.csr_matrix) else (rows != 0).any(dim=1).numpy()
+        return out
+
     def similarity(self, left: np.ndarray | Tensor, right: np.ndarray | Tensor) -> Tensor:
         """The dense ``(L, R)`` fused similarity (for small sets: the seed pairs of the error correction)."""
         left = np.asarray(left, dtype=np.int64)

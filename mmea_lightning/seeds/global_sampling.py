@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from mmea_lightning.data.features import FeatureSet
-from mmea_lightning.seeds.correction import error_correction
+from mmea_lightning.seeds.correction import error_correction, unchecked_pairs
 from mmea_lightning.seeds.fusion import FusedFeatures, View
 from mmea_lightning.seeds.matching import greedy_matching, shuffled
 from mmea_lightning.seeds.tuning import build_tuning_model, fit_tuning_model
@@ -109,6 +109,7 @@ class GlobalSampling:
             "before_correction": len(union),
             "removed_by_correction": int((~keep).sum()),
             "removed_stage1_seeds": int((~keep[: len(seeds)]).sum()),
+            "kept_unchecked": unchecked_pairs(union[keep], raw),  # no raw evidence: the correction cannot judge
             "tuned_weights": tuned.weights(),
         }
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}

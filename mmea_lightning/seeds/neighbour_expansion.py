@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from mmea_lightning.data.features import FeatureSet
-from mmea_lightning.seeds.correction import error_correction
+from mmea_lightning.seeds.correction import error_correction, unchecked_pairs
 from mmea_lightning.seeds.fusion import FusedFeatures, View
 from mmea_lightning.seeds.matching import greedy_matching, shuffled
 
@@ -129,6 +129,7 @@ class NeighbourExpansion:
             "before_correction": len(union),
             "removed_by_correction": int((~keep).sum()),
             "removed_added": int((~keep[len(seeds):]).sum()),
+            "kept_unchecked": unchecked_pairs(union[keep], raw),  # no raw evidence: the correction cannot judge
             "fusion_weights": fused.weights(),
         }
         return union[keep], info

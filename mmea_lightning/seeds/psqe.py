@@ -74,8 +74,10 @@ class PSQESeeds(UnsupervisedSeeds):
         allowed = eligible_modalities(features, self.surface)
         heads = [m for m, w in self.weights.items() if m != "primary" and w > 0 and m in allowed and m != primary]
         cache = self._stage_cache(cache_dir)
-        info = {"primary": primary, "raw_weights": raw.weights(), "raw_left_out": left_out, "heads": heads,
-                "surface": self.surface, "n": self.n, "seed": self.seed}
+        # ``weights`` itself is in the info (and so in every stage's cache key): Stages II and III weight the heads
+        # by it even when a modality is left out of the raw fusion, where ``raw_weights`` would not change
+        info = {"primary": primary, "weights": dict(self.weights), "raw_weights": raw.weights(),
+                "raw_left_out": left_out, "heads": heads, "surface": self.surface, "n": self.n, "seed": self.seed}
 
         key1 = stage_key("stage1", features_fingerprint(features), info, self.cluster_sampling.settings())
 
