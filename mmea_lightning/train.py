@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mmea_lightning.lightning.callbacks import RunTimer
 from mmea_lightning.models.modalities import SURFACE_MODALITIES
+from mmea_lightning.run_lock import run_lock
 from mmea_lightning.seeds.quality import quality_table
 
 log = logging.getLogger(__name__)
@@ -145,9 +146,17 @@ def recover_from_checkpoint(checkpoint: ModelCheckpoint, timer: RunTimer) -> Non
 
 
 def run(cfg: DictConfig) -> dict:
-    """Fit and test one configuration; returns what ``metrics.json`` holds."""
+    """Fit and test one configuration; returns what ``metrics.json`` holds.
+
+    One process per run directory (:func:`~mmea_lightning.run_lock.run_lock`): a job that is still running elsewhere
+    is refused, not trained twice in the same place."""
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(output_dir):
+        return _run(cfg, output_dir)
+
+
+def _run(cfg: DictConfig, output_dir: Path) -> dict:
     if cfg.get("resume", True):
         done = completed_run(cfg, output_dir)
         if done is not None:
