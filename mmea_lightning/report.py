@@ -19,20 +19,12 @@ The Markdown tables are also printed.
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 
+from mmea_lightning.atomic_files import write_text_atomic
 from mmea_lightning.results.collect import collect, seed_quality
 from mmea_lightning.results.plots import plot_axes
 from mmea_lightning.results.tables import ablation_table, main_table, seed_quality_table
-
-
-def _write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 def build_report(roots: list[str | Path], out_dir: str | Path | None = None, protocol: str = "test") -> dict:
@@ -41,21 +33,21 @@ def build_report(roots: list[str | Path], out_dir: str | Path | None = None, pro
     out.mkdir(parents=True, exist_ok=True)
     runs = collect(roots)
     written: dict[str, object] = {}
-    _write(out / "runs.csv", runs.to_csv(index=False))
+    write_text_atomic(out / "runs.csv", runs.to_csv(index=False))
     written["runs"] = out / "runs.csv"
     table, markdown = main_table(runs, protocol)
-    _write(out / "main_table.csv", table.to_csv(index=False))
-    _write(out / "main_table.md", markdown + "\n")
+    write_text_atomic(out / "main_table.csv", table.to_csv(index=False))
+    write_text_atomic(out / "main_table.md", markdown + "\n")
     written.update(main_table=out / "main_table.md", main_markdown=markdown)
     ablation = ablation_table(runs, protocol)
     if ablation is not None:
-        _write(out / "ablation_table.csv", ablation[0].to_csv(index=False))
-        _write(out / "ablation_table.md", ablation[1] + "\n")
+        write_text_atomic(out / "ablation_table.csv", ablation[0].to_csv(index=False))
+        write_text_atomic(out / "ablation_table.md", ablation[1] + "\n")
         written.update(ablation_table=out / "ablation_table.md", ablation_markdown=ablation[1])
     quality = seed_quality_table(seed_quality(roots))
     if quality is not None:
-        _write(out / "seed_quality.csv", quality[0].to_csv(index=False))
-        _write(out / "seed_quality.md", quality[1] + "\n")
+        write_text_atomic(out / "seed_quality.csv", quality[0].to_csv(index=False))
+        write_text_atomic(out / "seed_quality.md", quality[1] + "\n")
         written.update(seed_quality=out / "seed_quality.md", seed_quality_markdown=quality[1])
     written["plots"] = plot_axes(runs, out, protocol)
     written["num_runs"] = len(runs)

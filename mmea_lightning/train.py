@@ -14,9 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import hydra
@@ -27,6 +25,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from mmea_lightning.atomic_files import write_json_atomic
 from mmea_lightning.lightning.callbacks import RunTimer
 from mmea_lightning.models.modalities import SURFACE_MODALITIES
 from mmea_lightning.run_lock import run_lock
@@ -35,14 +34,6 @@ from mmea_lightning.seeds.quality import quality_table
 log = logging.getLogger(__name__)
 
 METRIC_ORDER = ("hits@1", "hits@5", "hits@10", "mrr", "mr")
-
-
-def write_json_atomic(path: Path, payload: dict) -> None:
-    """Write ``payload`` as JSON so that ``path`` is either absent or complete."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=False, default=str)
-    os.replace(tmp, path)
 
 
 def metrics_table(metrics: dict[str, float]) -> str:

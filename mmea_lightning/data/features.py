@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -36,6 +35,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from mmea_lightning.atomic_files import save_torch_atomic
 from mmea_lightning.data.pair import KGPair
 
 log = logging.getLogger(__name__)
@@ -297,12 +297,5 @@ def load_or_build_features(pair: KGPair, settings: FeatureSettings, cache_dir: s
             log.warning("ignoring unreadable feature cache %s (%s)", path, err)
     features = build_features(pair, settings)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(features.__dict__, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    save_torch_atomic(path, features.__dict__)
     return features

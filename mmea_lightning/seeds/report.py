@@ -3,13 +3,11 @@ logging only -- after the seeds are built) and the files written to ``<run dir>/
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from mmea_lightning.atomic_files import write_json_atomic, write_text_atomic
 from mmea_lightning.seeds.base import SeedGeneration
 from mmea_lightning.seeds.quality import quality_table, seed_precision
 
@@ -38,9 +36,6 @@ def write_seed_outputs(directory: str | Path, generation: SeedGeneration, rows: 
     directory.mkdir(parents=True, exist_ok=True)
     for stage in generation.stages:
         np.savetxt(directory / f"{stage.name}_links.tsv", stage.links, fmt="%d", delimiter="\t")
-    payload = {"generator": generation.generator, "info": generation.info, "stages": rows}
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(payload, handle, indent=2, default=str)
-    os.replace(tmp, directory / "report.json")
-    (directory / "report.txt").write_text(quality_table(summary_rows(rows)) + "\n")
+    write_json_atomic(directory / "report.json", {"generator": generation.generator, "info": generation.info,
+                                                  "stages": rows})
+    write_text_atomic(directory / "report.txt", quality_table(summary_rows(rows)) + "\n")
