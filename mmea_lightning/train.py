@@ -122,6 +122,20 @@ def build_loggers(cfg: DictConfig, extra_tags: list[str], resuming: bool = False
     return loggers
 
 
+TEST_CHECKPOINTS = ("auto", "best", "last")
+
+
+def choose_test_checkpoint(choice: str, seeds_name: str) -> str:
+    """``best`` or ``last``: which weights the test links evaluate. ``auto`` is ``best`` (validation MRR) with gold
+    seeds and ``last`` with pseudo seeds: their validation share is the easiest pseudo pairs (the most similar
+    names/images), which every model ranks almost perfectly within a few epochs, so "best" would be the first check."""
+    if choice not in TEST_CHECKPOINTS:
+        raise ValueError(f"test_checkpoint={choice!r}: choose one of {', '.join(TEST_CHECKPOINTS)}")
+    if choice == "auto":
+        return "best" if seeds_name == "gold" else "last"
+    return choice
+
+
 def recover_from_checkpoint(checkpoint: ModelCheckpoint, timer: RunTimer) -> None:
     """Spawned DDP ranks (``ddp_spawn``) train in child processes: read the best validation score and the timings
     back from the last checkpoint they wrote."""
@@ -175,12 +189,14 @@ def _run(cfg: DictConfig, output_dir: Path) -> dict:
     if timer is None:
         timer = RunTimer()
         callbacks.append(timer)
-    checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
+    # the checkpoint that tracks the best validation MRR (the other one, ``last_checkpoint``, keeps the latest state)
+    checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None)
     trainer_extra = {}
     if cfg.training.iterative:
         callbacks.append(instantiate(cfg.training.expansion))
         trainer_extra["reload_dataloaders_every_n_epochs"] = 1  # serve the new seed links
     seeds_name = datamodule.summary()["seeds"]
+    test_policy = choose_test_checkpoint(str(cfg.get("test_checkpoint", "auto")), seeds_name)
     loggers = build_loggers(cfg, [f"seeds:{seeds_name}"], resuming=ckpt_path is not None)
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **trainer_extra)
 
@@ -190,9 +206,12 @@ def _run(cfg: DictConfig, output_dir: Path) -> dict:
 
     test_metrics: dict[str, float] = {}
     best_path = checkpoint.best_model_path if checkpoint is not None else ""
+    # "last": the weights in memory after fit (with ddp_spawn, Lightning hands rank 0's final weights back)
+    test_path = best_path or None if test_policy == "best" else None
+    final_epoch = trainer.current_epoch - 1  # the last epoch trained (current_epoch counts the finished ones)
     if cfg.get("test"):
         fit_state = timer.state_dict()  # testing from a checkpoint restores the callbacks' state of that epoch
-        results = trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
+        results = trainer.test(module, datamodule=datamodule, ckpt_path=test_path, verbose=False)
         test_metrics = {k: float(v) for k, v in results[0].items()}
         test_seconds = timer.eval_seconds["test"]
         timer.load_state_dict(fit_state)
@@ -206,6 +225,8 @@ def _run(cfg: DictConfig, output_dir: Path) -> dict:
         "run": {
             "output_dir": str(output_dir),
             "best_checkpoint": best_path,
+            "test_checkpoint": {"policy": test_policy,
+                                "weights": test_path or f"final weights (epoch {final_epoch})"},
             "resumed_from": ckpt_path,
             "seed": cfg.seed,
             "iterative_training": bool(cfg.training.iterative),

@@ -194,6 +194,37 @@ def test_stage1_samples_inside_clusters_with_quotas(toy):
     assert precision(links, pair) > 0.5
 
 
+def test_stage1_returns_seeds_most_similar_first_over_all_clusters(toy):
+    _, fs = toy
+    fused, _, _ = raw_fusion(fs, ["image"], {"primary": 0.8, "relation": 0.1, "attribute": 0.1}, surface=False)
+    links, _ = ClusterSampling(clusters=4, n_init=1).run(fused, fs, n=80, seed=0)
+    scores = (fused.similarity(links[:, 0], links[:, 1])).diagonal().numpy()
+    assert (np.diff(scores) <= 1e-6).all()  # Stage III's schedule gives the loosest threshold to the first
+
+
+def test_stage1_leaves_entities_without_evidence_out_of_clusters_and_quotas(toy):
+    """Zero rows cannot be paired: clustered, they would form one cluster whose quota is never filled."""
+    _, fs = toy
+    fused, _, _ = raw_fusion(fs, ["image"], {"primary": 1.0}, surface=False)
+    blank = np.concatenate([fs.kg1_ids.numpy()[:40], fs.kg2_ids.numpy()[:40]])
+    table = fused.views[0].table.clone()
+    table[torch.as_tensor(blank)] = 0.0
+    fused = FusedFeatures([View("image", 1.0, table)])
+    stage = ClusterSampling(clusters=3, n_init=1)
+    labels = stage.cluster(fused, fs, seed=0)
+    everyone = np.concatenate([fs.kg1_ids.numpy(), fs.kg2_ids.numpy()])
+    evidence = fused.has_evidence(everyone)
+    assert (labels[blank] == -1).all() and ((labels[everyone] >= 0) == evidence).all()
+    links, info = stage.run(fused, fs, n=60, seed=0)
+    assert info["no_evidence"] == int((~evidence).sum()) >= 80 and info["unfilled"] == 0 and len(links) == 60
+    assert not np.isin(links, blank).any()
+    literal = ClusterSampling(clusters=3, n_init=1, evidence_only=False)
+    assert (literal.cluster(fused, fs, seed=0)[blank] >= 0).all()
+    table[:] = 0.0
+    with pytest.raises(ValueError, match="no entity has any evidence"):
+        stage.cluster(FusedFeatures([View("image", 1.0, table)]), fs, seed=0)
+
+
 def test_error_correction_drops_pairs_whose_partner_is_not_the_best():
     x = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.1], [0.0, 1.0], [0.7, 0.7]]),
                                       dim=1)

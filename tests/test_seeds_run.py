@@ -69,6 +69,8 @@ def test_pivot_end_to_end_tested_on_all_gold_links(tmp_path, cache_dir):
     assert info["seed_quality"][0]["count"] == 120 and info["seed_quality"][0]["precision"] > 0.5
     assert info["split"]["pseudo_seed_info"]["modality"] == "image"
     assert summary["test/mrr"] > 0.25
+    # pseudo seeds: the final weights are tested, not the first validation check that saturates
+    assert info["test_checkpoint"] == {"policy": "last", "weights": "final weights (epoch 7)"}
     cfg = make_config(tmp_path / "again", cache_dir, ["seeds=pivot", *TINY, "seeds.test_links=all", "model=mclea"])
     again = instantiate(cfg.data, _convert_="object")
     again.setup("fit")
@@ -104,3 +106,12 @@ def test_gold_links_are_never_read_to_build_seeds(tmp_path):
 def test_unknown_test_links_choice_is_an_error(tmp_path, cache_dir):
     with pytest.raises(Exception, match="choose among \\['split', 'all'\\]"):
         run(make_config(tmp_path, cache_dir, ["seeds=pivot", "seeds.test_links=valid"]))
+
+
+@pytest.mark.parametrize(("dataset", "budget"), [("dwy15k", 5000), ("dbp15k_zh_en", 1000), ("toy", 1000)])
+@pytest.mark.parametrize("generator", ["psqe", "pivot"])
+def test_seed_budget_follows_the_dataset(tmp_path, cache_dir, dataset, budget, generator):
+    """The PSQE paper's n: 5000 on DWY15K, 1000 elsewhere; the dataset config carries it."""
+    cfg = make_config(tmp_path, cache_dir, [f"dataset={dataset}", f"seeds={generator}"])
+    assert cfg.seeds.n == budget
+    assert make_config(tmp_path, cache_dir, [f"dataset={dataset}", f"seeds={generator}", "seeds.n=7"]).seeds.n == 7

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mmea_lightning.report import build_report
-from mmea_lightning.train import run
+from mmea_lightning.train import choose_test_checkpoint, run
 
 from .conftest import make_config
 
@@ -86,6 +86,31 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, cache_dir):
     # the timer's state travels in the checkpoint: it counts the killed run's epochs too
     assert 100 - first_epoch < summary["run"]["perf"]["epochs_run"] <= 100
     assert summary["test/hits@1"] > 0.3
+
+
+def test_last_checkpoint_follows_every_validation_check_not_only_new_bests(tmp_path, cache_dir):
+    """lr 0: the validation MRR never improves after the first check, yet ``last.ckpt`` must hold the latest epoch
+    (Lightning's own ``save_last`` refreshes it only with a new best: a resume would lose every epoch since)."""
+    import torch
+
+    summary = run(make_config(tmp_path, cache_dir, ["model.max_epochs=6", "model.check_val_every_n_epoch=2",
+                                                    "model.module.optimizer.lr=0.0"]))
+    checkpoints = tmp_path / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["best-epoch001.ckpt", "last.ckpt"]
+    assert torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=False)["epoch"] == 5
+    assert summary["run"]["test_checkpoint"] == {"policy": "best", "weights": str(checkpoints / "best-epoch001.ckpt")}
+
+
+@pytest.mark.parametrize(("choice", "seeds", "policy"), [("auto", "gold", "best"), ("auto", "psqe", "last"),
+                                                         ("auto", "pivot", "last"), ("best", "psqe", "best"),
+                                                         ("last", "gold", "last")])
+def test_test_checkpoint_policy(choice, seeds, policy):
+    assert choose_test_checkpoint(choice, seeds) == policy
+
+
+def test_unknown_test_checkpoint_is_an_error():
+    with pytest.raises(ValueError, match="choose one of auto, best, last"):
+        choose_test_checkpoint("final", "gold")
 
 
 def test_a_run_directory_never_mixes_configurations(tmp_path, cache_dir):

@@ -34,6 +34,8 @@ class DatasetSpec:
         name: the dataset's name (the config file's name).
         folder: the pair's folder (``ent_ids_*``, ``triples_*``, ``ill_ent_ids``, ``training_attrs_*``).
         default_seed_ratio: the share of gold links used for training in the published protocol.
+        seed_budget: the number of pseudo seeds a generator makes on this pair (PSQE's ``n``: 1000, 5000 on
+            DWY15K as in the PSQE paper); the seed configs read it as ``dataset.seed_budget``.
         attributes: attribute-key files inside ``folder``; a missing one is recorded, not an error.
         numeric: numeric-triple files relative to the root (mmkb); a missing one is recorded.
         names_json: DBP15K translated-name JSON relative to the root, or ``None``.
@@ -47,6 +49,7 @@ class DatasetSpec:
     name: str
     folder: str
     default_seed_ratio: float = 0.3
+    seed_budget: int = 1000
     attributes: Sequence[str] = ("training_attrs_1", "training_attrs_2")
     numeric: Sequence[str] = ()
     names_json: str | None = None

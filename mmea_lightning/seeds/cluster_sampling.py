@@ -12,8 +12,14 @@ Choices where the paper is vague:
 * quotas: ``|C_j| n / (|G1| + |G2|)`` rounded by largest remainder so that they sum to ``n`` exactly (the released
   code truncates each); a cluster that cannot fill its quota (too few entities of one graph, or no pair with a
   positive similarity) leaves the rest unfilled, as in the paper -- the report lists every cluster's shortfall;
-* a pair needs a positive fused similarity (entities without any evidence are never paired); similarity ties are
-  broken in a seeded random order, not by entity id (see :mod:`mmea_lightning.seeds.matching`);
+* a pair needs a positive fused similarity, so an entity without any evidence (an all-zero fused row: no image,
+  name or shared value, no relation or attribute another graph shares) can never be paired. Such entities are left
+  out of k-means and of the quotas (label -1; counted in the report as ``no_evidence``): clustered, they would all
+  land in one cluster whose quota could never be filled (``evidence_only=false`` clusters every entity, the
+  paper's literal reading);
+* similarity ties are broken in a seeded random order, not by entity id (see :mod:`mmea_lightning.seeds.matching`);
+* the Stage-I seeds are returned in decreasing fused similarity over all clusters (ties: cluster order), the order
+  in which Stage III expands them (the most trusted first, with the loosest threshold);
 * k-means: ``n_init`` restarts from k-means++ with ``random_state`` = the generator's seed.
 """
 
@@ -51,10 +57,11 @@ class ClusterSampling:
         clusters: k of k-means (the paper searches 2..5; 5 in the released code).
         n_init / max_iter: k-means restarts and iterations.
         candidates / chunk_size: candidate columns per row and rows per chunk of the greedy matching.
+        evidence_only: cluster (and share the quotas among) only the entities with evidence (see above).
     """
 
     def __init__(self, clusters: int = 5, n_init: int = 3, max_iter: int = 300, candidates: int = 32,
-                 chunk_size: int = 1024):
+                 chunk_size: int = 1024, evidence_only: bool = True):
         if clusters < 1:
             raise ValueError(f"cluster_sampling.clusters={clusters} must be >= 1")
         self.clusters = clusters
@@ -62,14 +69,20 @@ class ClusterSampling:
         self.max_iter = max_iter
         self.candidates = candidates
         self.chunk_size = chunk_size
+        self.evidence_only = evidence_only
 
     def settings(self) -> dict:
         return {"clusters": self.clusters, "n_init": self.n_init, "max_iter": self.max_iter,
-                "candidates": self.candidates}
+                "candidates": self.candidates, "evidence_only": self.evidence_only, "order": "score"}
 
     def cluster(self, fused: FusedFeatures, features: FeatureSet, seed: int) -> np.ndarray:
-        """``(N,)`` cluster label of every entity (KG1 and KG2 together)."""
+        """``(N,)`` cluster label of every entity (KG1 and KG2 together; -1: not clustered, no evidence)."""
         entities = np.concatenate([features.kg1_ids.numpy(), features.kg2_ids.numpy()])
+        if self.evidence_only:
+            entities = entities[fused.has_evidence(entities)]
+            if len(entities) == 0:
+                raise ValueError("PSQE stage I: no entity has any evidence to compare across the graphs (every "
+                                 "fused feature row is zero); check the features the seed generator uses")
         vectors = fused.vectors()[entities]
         k = min(self.clusters, len(entities))
         kmeans = KMeans(n_clusters=k, n_init=self.n_init, max_iter=self.max_iter, random_state=seed).fit(vectors)
@@ -78,23 +91,27 @@ class ClusterSampling:
         return labels
 
     def run(self, fused: FusedFeatures, features: FeatureSet, n: int, seed: int) -> tuple[np.ndarray, dict]:
-        """``(S, 2)`` Stage-I seed links (cluster by cluster, each in pick order) and a report."""
+        """``(S, 2)`` Stage-I seed links in decreasing fused similarity, and a report."""
         labels = self.cluster(fused, features, seed)
         kg1, kg2 = features.kg1_ids.numpy(), features.kg2_ids.numpy()
         k = int(labels.max()) + 1
-        sizes = np.bincount(labels[np.concatenate([kg1, kg2])], minlength=k)
+        clustered = labels[np.concatenate([kg1, kg2])]
+        sizes = np.bincount(clustered[clustered >= 0], minlength=k)
         quotas = cluster_quotas(sizes, n)
         rng = np.random.default_rng(seed)
-        links, per_cluster = [], []
+        links, link_scores, per_cluster = [], [], []
         for j in range(k):
             left, right = shuffled(kg1[labels[kg1] == j], rng), shuffled(kg2[labels[kg2] == j], rng)
             pairs, scores = greedy_matching(fused.scorer(left, right), len(left), len(right), limit=int(quotas[j]),
                                             min_score=0.0, k=self.candidates, chunk_size=self.chunk_size)
             links.append(np.stack([left[pairs[:, 0].numpy()], right[pairs[:, 1].numpy()]], axis=1))
+            link_scores.append(np.asarray(scores, dtype=np.float64))
             per_cluster.append({"kg1": len(left), "kg2": len(right), "quota": int(quotas[j]), "picked": len(pairs),
                                 "score_min": float(scores[-1]) if len(scores) else None})
         out = np.concatenate(links).astype(np.int64) if links else np.zeros((0, 2), dtype=np.int64)
+        if links:  # the most similar first, over all clusters (stable: ties keep the cluster order)
+            out = out[np.argsort(-np.concatenate(link_scores), kind="stable")]
         short = sum(c["quota"] - c["picked"] for c in per_cluster)
         if short:
             log.info("stage I: %d of the %d quota seeds could not be filled inside their clusters", short, n)
-        return out, {"clusters": per_cluster, "unfilled": short}
+        return out, {"clusters": per_cluster, "unfilled": short, "no_evidence": int((clustered < 0).sum())}
