@@ -202,15 +202,15 @@ def test_stage1_returns_seeds_most_similar_first_over_all_clusters(toy):
     assert (np.diff(scores) <= 1e-6).all()  # Stage III's schedule gives the loosest threshold to the first
 
 
-def test_stage1_leaves_entities_without_evidence_out_of_clusters_and_quotas(toy):
-    """Zero rows cannot be paired: clustered, they would form one cluster whose quota is never filled."""
+def test_stage1_can_leave_entities_without_evidence_out_of_clusters_and_quotas(toy):
+    """Zero rows can never be paired; ``evidence_only`` keeps them out of k-means and the quotas."""
     _, fs = toy
     fused, _, _ = raw_fusion(fs, ["image"], {"primary": 1.0}, surface=False)
     blank = np.concatenate([fs.kg1_ids.numpy()[:40], fs.kg2_ids.numpy()[:40]])
     table = fused.views[0].table.clone()
     table[torch.as_tensor(blank)] = 0.0
     fused = FusedFeatures([View("image", 1.0, table)])
-    stage = ClusterSampling(clusters=3, n_init=1)
+    stage = ClusterSampling(clusters=3, n_init=1, evidence_only=True)
     labels = stage.cluster(fused, fs, seed=0)
     everyone = np.concatenate([fs.kg1_ids.numpy(), fs.kg2_ids.numpy()])
     evidence = fused.has_evidence(everyone)
@@ -218,8 +218,9 @@ def test_stage1_leaves_entities_without_evidence_out_of_clusters_and_quotas(toy)
     links, info = stage.run(fused, fs, n=60, seed=0)
     assert info["no_evidence"] == int((~evidence).sum()) >= 80 and info["unfilled"] == 0 and len(links) == 60
     assert not np.isin(links, blank).any()
-    literal = ClusterSampling(clusters=3, n_init=1, evidence_only=False)
+    literal = ClusterSampling(clusters=3, n_init=1)  # the default: every entity is clustered, as the paper
     assert (literal.cluster(fused, fs, seed=0)[blank] >= 0).all()
+    assert literal.run(fused, fs, n=60, seed=0)[1]["no_evidence"] == int((~evidence).sum())
     table[:] = 0.0
     with pytest.raises(ValueError, match="no entity has any evidence"):
         stage.cluster(FusedFeatures([View("image", 1.0, table)]), fs, seed=0)

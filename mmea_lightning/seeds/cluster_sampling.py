@@ -13,10 +13,12 @@ Choices where the paper is vague:
   code truncates each); a cluster that cannot fill its quota (too few entities of one graph, or no pair with a
   positive similarity) leaves the rest unfilled, as in the paper -- the report lists every cluster's shortfall;
 * a pair needs a positive fused similarity, so an entity without any evidence (an all-zero fused row: no image,
-  name or shared value, no relation or attribute another graph shares) can never be paired. Such entities are left
-  out of k-means and of the quotas (label -1; counted in the report as ``no_evidence``): clustered, they would all
-  land in one cluster whose quota could never be filled (``evidence_only=false`` clusters every entity, the
-  paper's literal reading);
+  name or shared value, no relation or attribute another graph shares) can never be paired; the report counts them
+  (``no_evidence``). By default they are clustered with the rest, as the paper clusters every entity.
+  ``evidence_only=true`` leaves them out of k-means and of the quotas (label -1). Measured with the ``numeric_value``
+  view (1000 seeds, 5 clusters): k-means puts them into the one large cluster with most entities, so leaving them
+  out moves quota from it to the small outlier clusters, whose pairs are less precise -- precision 0.963 -> 0.955
+  on FB15K-DB15K (6,265 entities without evidence), 0.979 -> 0.958 on FB15K-YAGO15K (3,017), coverage unchanged;
 * similarity ties are broken in a seeded random order, not by entity id (see :mod:`mmea_lightning.seeds.matching`);
 * the Stage-I seeds are returned in decreasing fused similarity over all clusters (ties: cluster order), the order
   in which Stage III expands them (the most trusted first, with the loosest threshold);
@@ -57,11 +59,12 @@ class ClusterSampling:
         clusters: k of k-means (the paper searches 2..5; 5 in the released code).
         n_init / max_iter: k-means restarts and iterations.
         candidates / chunk_size: candidate columns per row and rows per chunk of the greedy matching.
-        evidence_only: cluster (and share the quotas among) only the entities with evidence (see above).
+        evidence_only: cluster (and share the quotas among) only the entities with evidence (see above; default
+            false: every entity, as the paper).
     """
 
     def __init__(self, clusters: int = 5, n_init: int = 3, max_iter: int = 300, candidates: int = 32,
-                 chunk_size: int = 1024, evidence_only: bool = True):
+                 chunk_size: int = 1024, evidence_only: bool = False):
         if clusters < 1:
             raise ValueError(f"cluster_sampling.clusters={clusters} must be >= 1")
         self.clusters = clusters
@@ -114,4 +117,5 @@ class ClusterSampling:
         short = sum(c["quota"] - c["picked"] for c in per_cluster)
         if short:
             log.info("stage I: %d of the %d quota seeds could not be filled inside their clusters", short, n)
-        return out, {"clusters": per_cluster, "unfilled": short, "no_evidence": int((clustered < 0).sum())}
+        no_evidence = int((~fused.has_evidence(np.concatenate([kg1, kg2]))).sum())
+        return out, {"clusters": per_cluster, "unfilled": short, "no_evidence": no_evidence}
