@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+TEST_LINK_CHOICES = ("split", "all")  # the test links of unsupervised runs: the gold split's, or every gold link
+
 
 @dataclass(frozen=True)
 class LinkSplit:
@@ -64,8 +66,8 @@ def unsupervised_split(seed_links: np.ndarray, gold_links: np.ndarray, seed_rati
     Pseudo seeds may coincide with test links (they were chosen without the gold links, as in the reference code's
     unsupervised mode); the DataModule records how many do.
     """
-    if test_links not in ("split", "all"):
-        raise ValueError(f"test_links={test_links!r}; choose 'split' or 'all'")
+    if test_links not in TEST_LINK_CHOICES:
+        raise ValueError(f"test_links={test_links!r}; choose among {list(TEST_LINK_CHOICES)}")
     if not 0.0 <= val_ratio < 1.0:
         raise ValueError(f"val_ratio={val_ratio} must be in [0, 1): the share of pseudo seeds kept for validation.")
     seed_links = np.asarray(seed_links, dtype=np.int64).reshape(-1, 2)

@@ -18,14 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from mmea_lightning.data.features import FeatureSet
+from mmea_lightning.data.splits import TEST_LINK_CHOICES
 from mmea_lightning.seeds.cache import StageCache
 from mmea_lightning.seeds.quality import graph_coverage
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TEST_LINK_CHOICES", "SeedGeneration", "SeedStage", "UnsupervisedSeeds", "check_links"]
+__all__ = ["SeedGeneration", "SeedStage", "UnsupervisedSeeds", "check_links"]
 
-TEST_LINK_CHOICES = ("split", "all")
 
 
 @dataclass

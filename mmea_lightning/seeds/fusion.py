@@ -143,7 +143,7 @@ class FusedFeatures:
             for rt, view in right_t:
                 lhs = view.rows(ids)
                 if isinstance(rt, sp.csc_matrix):  # sparse x sparse: only the right side's non-zeros are read
-                    out += view.weight * torch.from_numpy((sp.csr_matrix(lhs) @ rt).toarray().astype(np.float32))
+                    out += view.weight * torch.from_numpy((lhs @ rt).toarray().astype(np.float32))
                 elif isinstance(lhs, sp.csr_matrix):
                     out += view.weight * torch.from_numpy(np.asarray(lhs @ rt.numpy(), dtype=np.float32))
                 else:

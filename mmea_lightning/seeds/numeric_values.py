@@ -43,8 +43,7 @@ EVIDENCE_QUANTILE = 0.9
 
 def has_numeric_values(features: FeatureSet) -> bool:
     """Whether ``features`` carries raw numeric triples."""
-    values = getattr(features, "numeric_values", None)
-    return values is not None and len(values) > 0
+    return features.numeric_values is not None and len(features.numeric_values) > 0
 
 
 def value_tokens(values: np.ndarray, digits: int = DIGITS) -> np.ndarray:
