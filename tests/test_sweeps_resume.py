@@ -126,7 +126,17 @@ def test_a_run_directory_never_mixes_configurations(tmp_path, cache_dir):
 SWEEPS = {"seed_ratio": "seed_ratio", "low_resource": "seed_ratio", "repeats": "split_seed",
           "dataset_model": "model", "mpsea_theta": "model.module.aligner.theta",
           "mpsea_alpha": "model.module.aligner.alpha", "psqe_clusters": "seeds.cluster_sampling.clusters",
-          "optuna": "model.module.optimizer.lr"}
+          "mpsea_ablation": "model.ablation", "optuna": "model.module.optimizer.lr"}  # optuna last: checked below
+
+
+def test_ablation_sweep_lists_every_mpsea_variant_and_the_full_model():
+    import yaml
+
+    from mmea_lightning.models.aligners.mpsea import ABLATIONS
+
+    sweep = yaml.safe_load((ROOT / "conf" / "sweep" / "mpsea_ablation.yaml").read_text())
+    values = sweep["hydra"]["sweeper"]["params"]["model.ablation"].split(",")
+    assert values == ["none", *ABLATIONS]
 
 
 def test_every_sweep_and_launcher_composes():
