@@ -235,15 +235,30 @@ def test_mmpf_shapes_injection_and_lambda_gradients():
     torch.testing.assert_close(fusion(tokens[:, 2:3], (graph_kv[0][2:3], graph_kv[1][2:3]))[0], late[:, 2:3])
 
 
-def test_mmpf_without_visual_injection_has_no_visual_key():
-    fusion = _mmpf(inject_visual=False)
+def test_mmpf_without_visual_injection_keeps_the_image_as_a_modality_key():
+    """w/o MMPF-img removes the injected lambda_v K_v slot only: Eq. 7 still attends to the image's own key."""
+    full, fusion = _mmpf(), _mmpf(inject_visual=False)
     assert fusion.lambda_v is None
     tokens, graph_kv = torch.randn(4, 3, 10), (torch.randn(3, 5, 2), torch.randn(3, 5, 2))
     late, beta = fusion(tokens, graph_kv)
-    assert torch.equal(beta[..., 3], torch.zeros(3, 5))  # the image receives no attention
+    assert (beta[..., 3] > 0).all()  # the image receives attention through its own key
     changed = tokens.clone()
     changed[3] += 1.0
-    torch.testing.assert_close(fusion(changed, graph_kv)[0][:3], late[:3])  # nobody reads the image
+    assert not torch.allclose(fusion(changed, graph_kv)[0][:3], late[:3])  # the text modalities read the image
+    # the only difference from the full model is the injected slot: scaled by lambda_v = 0 it is a zero key/value
+    with torch.no_grad():
+        full.lambda_v.zero_()
+    full_late, full_beta = full(tokens, graph_kv)
+    assert not torch.allclose(full_late, late)  # a zero key still takes attention mass (exp(0) = 1)
+    assert full_beta.shape == beta.shape == (3, 5, 4)
+
+
+def test_mmpf_over_the_image_alone_attends_to_its_own_key():
+    torch.manual_seed(0)
+    fusion = PreSynergisticFusion(["image"], dim=10, heads=5, ffn_dim=12, inject_graph=False, inject_visual=False,
+                                  visual_ffn={"channels": 3})
+    late, beta = fusion(torch.randn(1, 3, 10))
+    assert late.shape == (1, 3, 10) and torch.allclose(beta, torch.ones(3, 5, 1))
 
 
 def test_mmpf_masks_missing_modalities():

@@ -28,22 +28,24 @@ class PreSynergisticFusion(nn.Module):
     * Eq. 6 (pre-synergy): the text modalities' key/value set ``{K_m2}`` is extended with ``lambda_g * K_g`` and
       ``lambda_v * K_v`` (and the values alike), ``lambda_g, lambda_v`` learnable scalars (init 1). Read as prefix
       tuning ("multi-modal prefix guidance", Algorithm 1): the injected entries are extra key/value slots of the
-      attention, so the key set is ``[K_m2 for the text modalities] + [lambda_g K_g] + [lambda_v K_v]``.
-    * Eq. 7: every ``m1`` in ``{r, a, n, v}`` queries that fused key set (``beta_{m1,z}`` = softmax over ``z``),
-      heads concatenated through one ``W_o``, then ``LN(x + MHA(x))``. The visual token's own key enters only
-      through its injected slot, so switching the injection off (``w/o MMPF-img``) also removes it from the keys.
+      attention, so the key set is ``[K_m for every m1 modality] + [lambda_g K_g] + [lambda_v K_v]`` (the text
+      modalities' identical copies of an injected slot collapse into one slot).
+    * Eq. 7: every ``m1`` in ``{r, a, n, v}`` queries that fused key set (``beta_{m1,z}`` = softmax over ``z``; the
+      sum of Eq. 7 runs over the ``m1`` modalities, so the image's own key ``K_v`` is a key like ``K_r``), heads
+      concatenated through one ``W_o``, then ``LN(x + MHA(x))``. ``w/o MMPF-img`` removes the injected
+      ``lambda_v K_v`` slot only; the image stays a modality of the cross-modal attention.
     * FFN: text modalities through a shared FFN with residual + LayerNorm (as the graph transformer); the visual
       modality through :class:`VisualFeedForward` (OutlookerAttention and the convolution), "directly".
     * ``beta`` (for the cross-modal weights, Eq. 8): per head, the attention each ``m1`` *receives*, summed over the
-      queries -- the column of its key (text) or of its injected slot (image; 0 without the slot).
+      queries -- the column of its own key (the injected slots belong to the text modalities' extended keys, Eq. 6,
+      and count for no single modality).
 
     Missing data (``present`` False, e.g. an entity without numeric values): that modality's key column is masked
     out for every query except its own (a query always keeps at least one key); a row left with no key at all is
     unmasked rather than turned into NaN.
 
     Args:
-        modalities: the ``m1`` modality names, text modalities first, ``image`` (if any) last; at least one text
-            modality, or ``image`` with the visual injection.
+        modalities: the ``m1`` modality names (at least one), text modalities first, ``image`` (if any) last.
         dim / heads / ffn_dim / dropout: token width, MMPF heads, FFN width, dropout on attention and FFN outputs.
         inject_graph / inject_visual: the two halves of the pre-synergy (off: ``w/o MMPF-gph`` / ``w/o MMPF-img``).
         visual_ffn: keyword arguments of :class:`VisualFeedForward` (``use_outlooker``, ``use_conv``, ``channels``,
@@ -63,9 +65,8 @@ class PreSynergisticFusion(nn.Module):
         self.num_text = len(self.modalities) - int(self.has_visual)
         self.inject_graph = inject_graph
         self.inject_visual = inject_visual and self.has_visual
-        if not self.num_text and not self.inject_visual:
-            raise ValueError(f"MMPF over {self.modalities} has no key to attend to: it needs a text modality "
-                             "(relation, attribute, numeric, names) or the visual injection")
+        if not self.modalities:
+            raise ValueError("MMPF needs at least one m1 modality (relation, attribute, numeric, names, image)")
         self.dim, self.heads, self.head_dim = dim, heads, dim // heads
         num_m1 = len(self.modalities)
         # W_q^m, W_k^m, W_v^m of every modality (Eq. 5), applied as one batched product
@@ -99,7 +100,8 @@ class PreSynergisticFusion(nn.Module):
         qkv = torch.baddbmm(self.qkv_bias, tokens, self.qkv_weight)  # (M1, B, 3d)
         q, k, v = qkv[..., :dim], qkv[..., dim:2 * dim], qkv[..., 2 * dim:]
 
-        keys, values, key_present, owner = [k[:text]], [v[:text]], [present[:, :text]], list(range(text))
+        # every m1 modality's own key (Eq. 7), then the injected slots (Eq. 6)
+        keys, values, key_present, owner = [k], [v], [present], list(range(num_m1))
         if self.inject_graph:  # Eq. 6: lambda_g K_g, lambda_g V_g
             keys.append(self.lambda_g * graph_kv[0].reshape(1, batch, dim))
             values.append(self.lambda_g * graph_kv[1].reshape(1, batch, dim))
@@ -109,7 +111,7 @@ class PreSynergisticFusion(nn.Module):
             keys.append(self.lambda_v * k[text:])
             values.append(self.lambda_v * v[text:])
             key_present.append(present[:, text:])
-            owner.append(text)
+            owner.append(-2)  # the injected image slot: not the image's own key
         keys = torch.cat(keys).view(-1, batch, heads, head_dim)  # (K, B, H, d_h)
         values = torch.cat(values).view(-1, batch, heads, head_dim)
         key_present = torch.cat(key_present, dim=1)  # (B, K)
@@ -132,10 +134,7 @@ class PreSynergisticFusion(nn.Module):
             late.append(self.visual_ffn(hidden[text]).unsqueeze(0))
 
         received = probs.sum(dim=2)  # (B, H, K): attention each key column receives, summed over the queries
-        beta = [received[..., :text]]
-        if self.has_visual:
-            beta.append(received[..., -1:] if self.inject_visual else received.new_zeros(batch, heads, 1))
-        return torch.cat(late), torch.cat(beta, dim=-1)
+        return torch.cat(late), received[..., :num_m1]  # the m1 modalities' own key columns
 
     def describe(self) -> dict:
         """The learnt injection weights."""
