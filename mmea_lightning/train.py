@@ -207,7 +207,7 @@ def _run(cfg: DictConfig, output_dir: Path) -> dict:
     test_metrics: dict[str, float] = {}
     best_path = checkpoint.best_model_path if checkpoint is not None else ""
     # "last": the weights in memory after fit (with ddp_spawn, Lightning hands rank 0's final weights back)
-    test_path = best_path or None if test_policy == "best" else None
+    test_path = (best_path or None) if test_policy == "best" else None
     final_epoch = trainer.current_epoch - 1  # the last epoch trained (current_epoch counts the finished ones)
     if cfg.get("test"):
         fit_state = timer.state_dict()  # testing from a checkpoint restores the callbacks' state of that epoch

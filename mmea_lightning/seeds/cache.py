@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["StageCache", "features_fingerprint", "stage_key"]
 
-CACHE_VERSION = 4  # bump when a stage computes something different from the same inputs and settings
+CACHE_VERSION = 5  # bump when a stage computes something different from the same inputs and settings
+# (5: Stage I returns its seeds most similar first, which changes Stages II and III)
 
 
 def _update(digest, array: np.ndarray) -> None:

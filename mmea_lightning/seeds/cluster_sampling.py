@@ -76,7 +76,7 @@ class ClusterSampling:
 
     def settings(self) -> dict:
         return {"clusters": self.clusters, "n_init": self.n_init, "max_iter": self.max_iter,
-                "candidates": self.candidates, "evidence_only": self.evidence_only, "order": "score"}
+                "candidates": self.candidates, "evidence_only": self.evidence_only}
 
     def cluster(self, fused: FusedFeatures, features: FeatureSet, seed: int) -> np.ndarray:
         """``(N,)`` cluster label of every entity (KG1 and KG2 together; -1: not clustered, no evidence)."""
