@@ -63,9 +63,10 @@ def test_plain_gat_is_pyg_gatconv():
     torch.testing.assert_close(ours(x, edge_index), pyg(x, edge_index), atol=1e-5, rtol=1e-5)
 
 
-def test_multi_weight_gat_separate_maps_and_self_loop():
+@pytest.mark.parametrize("self_message", ["neighbour", "node"])
+def test_multi_weight_gat_separate_maps_and_self_loop(self_message):
     torch.manual_seed(0)
-    conv = MultiWeightGATConv(6, 6, heads=2)
+    conv = MultiWeightGATConv(6, 6, heads=2, self_message=self_message)
     x, edge_index = torch.randn(9, 6), torch.tensor([[0, 1, 1, 2, 3, 4], [1, 0, 2, 1, 4, 3]])  # 5..8 isolated
     edges, alpha = conv.attention(x, edge_index)
     torch.testing.assert_close(scatter(alpha, edges[1], dim=0, dim_size=9, reduce="sum"), torch.ones(9, 2))
@@ -79,11 +80,13 @@ def test_multi_weight_gat_separate_maps_and_self_loop():
     expected_alpha = logits.softmax(0)
     got = {int(s): alpha[k, 0] for k, (s, t) in enumerate(edges.t()) if t == 1}
     torch.testing.assert_close(torch.stack([got[0], got[1], got[2]]), expected_alpha)
-    # the node's own message goes through W_i, the neighbours' through W_j
-    expected = expected_alpha[0] * (w_j @ x[0]) + expected_alpha[1] * (w_i @ x[1]) + expected_alpha[2] * (w_j @ x[2])
+    # the neighbours' messages go through W_j; the node's own through W_j ("neighbour") or W_i ("node")
+    w_self = w_j if self_message == "neighbour" else w_i
+    expected = expected_alpha[0] * (w_j @ x[0]) + expected_alpha[1] * (w_self @ x[1]) + expected_alpha[2] * (w_j @ x[2])
     torch.testing.assert_close(conv(x, edge_index)[1, :3], expected + conv.bias[:3], atol=1e-5, rtol=1e-5)
-    # an isolated node keeps W_i h_i; with W_i = W_j the layer is the plain GAT
-    torch.testing.assert_close(conv(x, edge_index)[7], conv.lin_node(x[7]) + conv.bias, atol=1e-5, rtol=1e-5)
+    # an isolated node keeps its own message; with W_i = W_j the layer is the plain GAT
+    own_map = conv.lin_nbr if self_message == "neighbour" else conv.lin_node
+    torch.testing.assert_close(conv(x, edge_index)[7], own_map(x[7]) + conv.bias, atol=1e-5, rtol=1e-5)
     plain = MultiWeightGATConv(6, 6, heads=2, multi_weight=False)
     plain.load_state_dict({k: v for k, v in conv.state_dict().items() if not k.startswith("lin_node")})
     with torch.no_grad():
@@ -91,12 +94,17 @@ def test_multi_weight_gat_separate_maps_and_self_loop():
     torch.testing.assert_close(conv(x, edge_index), plain(x, edge_index), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("multi_weight", [True, False])
-def test_gat_fused_propagate_and_target_paths_agree_with_gradients(multi_weight):
+def test_multi_weight_gat_rejects_unknown_self_message():
+    with pytest.raises(ValueError, match="self_message"):
+        MultiWeightGATConv(6, 6, heads=2, self_message="root")
+
+
+@pytest.mark.parametrize(("multi_weight", "self_message"), [(True, "neighbour"), (True, "node"), (False, "neighbour")])
+def test_gat_fused_propagate_and_target_paths_agree_with_gradients(multi_weight, self_message):
     torch.manual_seed(0)
     edge_index, targets = _graph(30, 70), torch.tensor([4, 0, 29, 4, 17])
-    fused = MultiWeightGATConv(8, 6, heads=2, multi_weight=multi_weight)
-    plain = MultiWeightGATConv(8, 6, heads=2, multi_weight=multi_weight, fused=False)
+    fused = MultiWeightGATConv(8, 6, heads=2, multi_weight=multi_weight, self_message=self_message)
+    plain = MultiWeightGATConv(8, 6, heads=2, multi_weight=multi_weight, fused=False, self_message=self_message)
     plain.load_state_dict(fused.state_dict())
     outs, grads = [], []
     for conv, tgt in [(fused, None), (plain, None), (fused, targets), (plain, targets)]:
