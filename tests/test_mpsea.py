@@ -174,15 +174,30 @@ def test_dnef_equation_4_pooling_and_missing_values():
 # ------------------------------------------------------------------------------------------- fusion layers
 
 
-def test_graph_structure_transformer():
+@pytest.mark.parametrize("score", ["softmax", "score", "sigmoid"])
+def test_graph_structure_transformer(score):
     torch.manual_seed(0)
-    layer = GraphStructureTransformer(10, heads=5, ffn_dim=12).eval()
+    layer = GraphStructureTransformer(10, heads=5, ffn_dim=12, attention_score=score).eval()
     x = torch.randn(4, 10)
     out, keys, values, beta = layer(x)
-    assert out.shape == (4, 10) and keys.shape == values.shape == (4, 5, 2) and torch.equal(beta, torch.ones(4, 5))
+    assert out.shape == (4, 10) and keys.shape == values.shape == (4, 5, 2) and beta.shape == (4, 5)
     torch.testing.assert_close(keys.reshape(4, 10), layer.key(x))
-    hidden = layer.attn_norm(x + layer.out(layer.value(x)))  # MHA over one token = V W_o
+    hidden = layer.attn_norm(x + layer.out(layer.value(x)))  # MHA over one token = V W_o, whatever beta_g reads
     torch.testing.assert_close(out, layer.ffn_norm(hidden + layer.ffn(hidden)))
+    if score == "softmax":  # the probability of the single key
+        assert layer.query is None and torch.equal(beta, torch.ones(4, 5))
+        return
+    q, k = layer.query(x).view(4, 5, 2), layer.key(x).view(4, 5, 2)
+    expected = torch.stack([torch.stack([q[b, h] @ k[b, h] / math.sqrt(2) for h in range(5)]) for b in range(4)])
+    torch.testing.assert_close(beta, expected.sigmoid() if score == "sigmoid" else expected)
+    # beta_g feeds only Eq. 9: W_q^g learns through the cross-modal weights
+    cross_modal_weights(torch.rand(4, 5, 2), beta)[:, 0].sum().backward()
+    assert layer.query.weight.grad.abs().sum() > 0
+
+
+def test_graph_structure_transformer_rejects_unknown_score():
+    with pytest.raises(ValueError, match="attention_score must be one of"):
+        GraphStructureTransformer(10, heads=5, attention_score="dot")
 
 
 def _outlook_reference(oa: OutlookAttention, x: torch.Tensor) -> torch.Tensor:

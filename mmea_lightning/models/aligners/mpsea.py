@@ -26,6 +26,9 @@ Further choices:
   modality masked out of the MMPF keys, weight 0 in the joint embeddings, a zero block in ``R``, and its links are
   left out of that modality's ICL terms. Images follow Eq. 3 instead (stand-in vectors, never masked); with no image
   feature at all the visual modality is dropped and recorded, and with it the visual injection, OA and OC.
+* Cross-modal weights: the graph's attention weight ``beta_g`` in Eq. 9 is ``sigmoid(Q_g . K_g / sqrt(d_h))`` per
+  head (``graph_attention_score``; the softmax over the graph transformer's single key would make it 1 for every
+  entity, see :class:`GraphStructureTransformer`).
 * Evaluation ranks the L2-normalised late joint embedding ``x~^mu`` (the one the joint loss trains;
   ``eval_embedding="early"`` ranks ``x^mu``).
 * Work: a training step embeds only the entities of its links (the GAT's last layer, the feature heads that
@@ -102,6 +105,8 @@ class MPSEA(nn.Module):
         multi_weight_gat: Eq. 1's multi-weight GAT; ``False`` = plain GAT (``repl.GAT``).
         numeric_ffn_dim: DNEF's FFN width.
         fusion_heads / ffn_dim / fusion_dropout: heads (5), FFN width and dropout of the graph transformer and MMPF.
+        graph_attention_score: the reading of the graph's attention weight ``beta_g`` in Eq. 9 (``sigmoid``,
+            ``score`` or ``softmax``; see :class:`GraphStructureTransformer`).
         inject_graph / inject_visual: MMPF's graph / visual injection (``w/o MMPF-gph`` / ``w/o MMPF-img``).
         use_outlooker / use_conv: OA and the convolution in the visual FFN (``w/o OA`` / ``w/o OC``).
         outlooker: ``channels``, ``heads``, ``kernel_size`` of the visual FFN's map (see :class:`VisualFeedForward`).
@@ -128,6 +133,7 @@ class MPSEA(nn.Module):
         fusion_heads: int = 5,
         ffn_dim: int = 300,
         fusion_dropout: float = 0.0,
+        graph_attention_score: str = "sigmoid",
         inject_graph: bool = True,
         inject_visual: bool = True,
         use_outlooker: bool = True,
@@ -191,7 +197,8 @@ class MPSEA(nn.Module):
 
         # ---- fusion (Sec. 3.4)
         has_graph = STRUCTURE in self.modalities
-        self.graph_transformer = (GraphStructureTransformer(dim, fusion_heads, ffn_dim, fusion_dropout)
+        self.graph_transformer = (GraphStructureTransformer(dim, fusion_heads, ffn_dim, fusion_dropout,
+                                                            graph_attention_score)
                                   if has_graph else None)
         visual_ffn = {"use_outlooker": switches["use_outlooker"], "use_conv": switches["use_conv"],
                       **dict(outlooker or {})}

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-__all__ = ["GraphStructureTransformer", "FeedForward"]
+__all__ = ["GRAPH_ATTENTION_SCORES", "GraphStructureTransformer", "FeedForward"]
+
+#: readings of the graph's attention weight ``beta_g`` (see :class:`GraphStructureTransformer`)
+GRAPH_ATTENTION_SCORES = ("softmax", "score", "sigmoid")
 
 
 class FeedForward(nn.Module):
@@ -28,21 +31,40 @@ class GraphStructureTransformer(nn.Module):
     on the graph token -- feeds the graph's cross-modal weight (Eq. 9).
 
     The paper attends ``Q_g`` to ``K_g`` only ("unlike the graph structure transformer, [MMPF] performs cross-modal
-    attention"), so per entity the sequence is the single graph token: the softmax over one key is exactly 1, hence
-    ``beta_g = 1`` for every head and ``MHA(x) = (x W_v^g) W_o``. That is computed as such; ``W_q^g`` would get no
-    gradient and is not built. (Attending across the entities of a batch instead would make an entity's embedding
-    depend on its batch.)
+    attention"), so per entity the sequence is the single graph token: the softmax over one key is exactly 1 and
+    ``MHA(x) = (x W_v^g) W_o``, computed as such. (Attending across the entities of a batch instead would make an
+    entity's embedding depend on its batch.)
+
+    What ``beta_g`` is, the paper leaves open ("the dot product computation of Q_g and K_g [gives] the graph
+    structure attention weight beta_g"); ``attention_score`` chooses:
+
+    * ``"softmax"``: the attention probability, ``beta_g = 1`` for every head and entity. Eq. 9's ``s_g`` is then the
+      constant ``sqrt(N_s)`` and the graph weight depends on the other modalities alone; with two text modalities it
+      stays above ~0.6 for every entity (measured: 0.75 on DBP15K). ``W_q^g`` would get no gradient and is not built.
+    * ``"score"``: the scaled dot product itself, ``beta_g^(i) = Q_g^(i) . K_g^(i) / sqrt(d_h)`` -- the quantity
+      the paper names, learnt per entity through ``W_q^g, W_k^g`` (it feeds only Eq. 9). Unbounded, it starts near
+      0 while the ``m1`` terms start near 1, and the graph weight has to climb back: slower and worse.
+    * ``"sigmoid"`` (default): that score squashed to ``(0, 1)`` -- the attention the single key gets against an
+      implicit zero-score "null" key, in the range of the ``m1`` modalities' attention terms, learnt per entity.
+
+    Measured on DBP15K ZH-EN at 30% (validation MRR after 60 epochs): softmax 0.535 (learnt ``w_g`` 0.75), score
+    0.502, sigmoid 0.599.
 
     Args:
         dim: token width ``d``; heads: ``H`` (divides ``d``); ffn_dim: FFN hidden width; dropout: on the MHA and FFN
-            outputs (and inside the FFN).
+            outputs (and inside the FFN); attention_score: the reading of ``beta_g`` (above).
     """
 
-    def __init__(self, dim: int = 300, heads: int = 5, ffn_dim: int = 300, dropout: float = 0.1):
+    def __init__(self, dim: int = 300, heads: int = 5, ffn_dim: int = 300, dropout: float = 0.1,
+                 attention_score: str = "sigmoid"):
         super().__init__()
         if dim % heads:
             raise ValueError(f"heads ({heads}) must divide dim ({dim})")
+        if attention_score not in GRAPH_ATTENTION_SCORES:
+            raise ValueError(f"attention_score must be one of {GRAPH_ATTENTION_SCORES}, got {attention_score!r}")
         self.dim, self.heads, self.head_dim = dim, heads, dim // heads
+        self.attention_score = attention_score
+        self.query = nn.Linear(dim, dim) if attention_score != "softmax" else None
         self.key = nn.Linear(dim, dim)
         self.value = nn.Linear(dim, dim)
         self.out = nn.Linear(dim, dim)
@@ -55,8 +77,14 @@ class GraphStructureTransformer(nn.Module):
         batch = x.shape[0]
         keys = self.key(x).view(batch, self.heads, self.head_dim)
         values = self.value(x).view(batch, self.heads, self.head_dim)
-        beta = x.new_ones(batch, self.heads)  # softmax over the single key of each head
-        attended = (beta.unsqueeze(-1) * values).reshape(batch, self.dim)
+        attended = values.reshape(batch, self.dim)  # softmax over the single key of each head = 1
+        if self.query is None:
+            beta = x.new_ones(batch, self.heads)
+        else:
+            queries = self.query(x).view(batch, self.heads, self.head_dim)
+            beta = (queries * keys).sum(-1) / self.head_dim ** 0.5  # (B, H)
+            if self.attention_score == "sigmoid":
+                beta = beta.sigmoid()
         hidden = self.attn_norm(x + self.dropout(self.out(attended)))
         hidden = self.ffn_norm(hidden + self.dropout(self.ffn(hidden)))
         return hidden, keys, values, beta
