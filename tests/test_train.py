@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import wandb
 from hydra import compose, initialize_config_dir
 
 from mmea_lightning.train import run
@@ -81,6 +82,9 @@ def test_wandb_logger_offline(tmp_path, cache_dir, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     cfg = make_config(tmp_path, cache_dir, ["model.max_epochs=2", "logger=wandb"])
     run(cfg)
+    # run.finish() hands the last records to the W&B service, which writes them in the background (under load, not
+    # yet when finish returns: measured); tearing the service down waits for the writes
+    wandb.teardown()
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
     saved = json.loads((tmp_path / "metrics.json").read_text())
