@@ -39,11 +39,12 @@ class GraphStructureTransformer(nn.Module):
     structure attention weight beta_g"); ``attention_score`` chooses:
 
     * ``"softmax"``: the attention probability, ``beta_g = 1`` for every head and entity. Eq. 9's ``s_g`` is then the
-      constant ``sqrt(N_s)`` and the graph weight depends on the other modalities alone; with two text modalities it
-      stays above ~0.6 for every entity (measured: 0.75 on DBP15K). ``W_q^g`` would get no gradient and is not built.
+      constant ``sqrt(N_s)`` and the graph weight depends on the other modalities alone; with one other modality
+      (``s_m1 <= sqrt(N_s)``) it cannot fall below 0.5 (learnt: 0.75 on DBP15K). ``W_q^g`` would get no gradient
+      and is not built.
     * ``"score"``: the scaled dot product itself, ``beta_g^(i) = Q_g^(i) . K_g^(i) / sqrt(d_h)`` -- the quantity
-      the paper names, learnt per entity through ``W_q^g, W_k^g`` (it feeds only Eq. 9). Unbounded, it starts near
-      0 while the ``m1`` terms start near 1, and the graph weight has to climb back: slower and worse.
+      the paper names, learnt per entity through ``W_q^g, W_k^g`` (it feeds only Eq. 9). Unbounded and near 0 at
+      initialisation, it starts the graph weight low (measured: slower and worse, below).
     * ``"sigmoid"`` (default): that score squashed to ``(0, 1)`` -- the attention the single key gets against an
       implicit zero-score "null" key, in the range of the ``m1`` modalities' attention terms, learnt per entity.
 
