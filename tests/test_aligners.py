@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
 
 from mmea_lightning.data.datamodule import AlignmentDataModule
+from mmea_lightning.lightning.aligner_module import AlignerModule
 from mmea_lightning.lightning.iterative import IterativeSeedExpansion, mutual_nearest_neighbours
-from mmea_lightning.lightning.schedules import cosine_with_warmup
+from mmea_lightning.lightning.schedules import CosineWithWarmup
 from mmea_lightning.models.aligners.eva import EVA
 from mmea_lightning.models.aligners.mclea import MCLEA
 from mmea_lightning.models.aligners.meaformer import MEAformer
@@ -90,16 +92,75 @@ def test_transformer_fusion_entity_level_weights():
     assert torch.allclose(single, joint[:1], atol=1e-6)  # an entity's fusion does not depend on the batch
 
 
-def test_cosine_with_warmup():
-    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    sched = cosine_with_warmup(opt, num_training_steps=100, warmup_ratio=0.15)
+def _rates(sched, opt, steps: int) -> list[float]:
     lrs = []
-    for _ in range(100):
+    for _ in range(steps):
         lrs.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
+    return lrs
+
+
+def test_cosine_with_warmup():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = CosineWithWarmup(opt, num_training_steps=100, warmup_ratio=0.15)
+    lrs = _rates(sched, opt, 100)
     assert lrs[0] == pytest.approx(1 / 15) and max(lrs) == pytest.approx(1.0) and lrs[-1] < 0.01
     assert np.argmax(lrs) == 14
+    assert lrs[57] == pytest.approx(0.5 * (1 + np.cos(np.pi * (57 - 15) / 85)))
+
+
+def test_cosine_with_warmup_new_horizon_is_continuous_and_ends_there():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = CosineWithWarmup(opt, num_training_steps=100, warmup_ratio=0.15)
+    lrs = _rates(sched, opt, 60)
+    sched.set_horizon(200)  # the epochs got longer: 140 steps left instead of 40
+    assert opt.param_groups[0]["lr"] == pytest.approx(sched.factor(60))
+    lrs += _rates(sched, opt, 140)
+    decay = np.array(lrs[15:])
+    assert np.all(np.diff(decay) <= 1e-12)  # still decaying, no jump back up
+    done = 45 / 85  # share of the decay done at step 60; the rest is spread over the new 140 steps
+    assert lrs[130] == pytest.approx(0.5 * (1 + np.cos(np.pi * (done + (1 - done) * 70 / 140))))
+    assert lrs[150] > 0.05 and lrs[-1] < 0.01  # (the old horizon: 0 from step 100)
+    assert sched.progress(200) == 1.0
+
+
+def test_step_schedule_ends_at_max_epochs_when_seed_links_grow(datamodule, tmp_path):
+    """Iterative training makes later epochs longer; the per-step schedule must still end at the last epoch."""
+
+    class GrowSeeds(L.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            if trainer.current_epoch == 1:
+                links = datamodule.seed_links
+                trainer.datamodule.add_seed_links(torch.cat([links, links, links]).numpy())
+
+    class LastRates(L.Callback):
+        rates: list[float] = []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    saved, saved_batch = datamodule.seed_links.clone(), datamodule.batch_size
+    datamodule.batch_size = (len(saved) + 1) // 2  # 2 steps per epoch, then 8
+    try:
+        module = AlignerModule(lambda features: MEAformer(features, **SMALL[MEAformer]), datamodule.features,
+                               optimizer=lambda params: torch.optim.AdamW(params, lr=1e-2),
+                               scheduler=lambda optimizer, num_training_steps: CosineWithWarmup(
+                                   optimizer, num_training_steps, warmup_ratio=0.25),
+                               scheduler_interval="step")
+        rates = LastRates()
+        trainer = L.Trainer(max_epochs=4, accelerator="cpu", logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                            reload_dataloaders_every_n_epochs=1, callbacks=[GrowSeeds(), rates],
+                            default_root_dir=tmp_path)
+        trainer.fit(module, datamodule=datamodule)
+    finally:
+        datamodule.seed_links, datamodule.batch_size = saved, saved_batch
+    sched = trainer.lr_scheduler_configs[0].scheduler
+    assert len(rates.rates) == 2 + 2 + 8 + 8  # the seeds grew fourfold after epoch 1
+    assert sched.num_training_steps == 20 and sched.last_epoch == 20
+    assert min(rates.rates[4:]) > 0 and rates.rates[-1] < 0.1 * max(rates.rates)
+    assert np.all(np.diff(rates.rates[2:]) <= 1e-12)  # warm-up was 2 steps (of the first estimate, 8)
 
 
 def test_mutual_nearest_neighbours_chunked():

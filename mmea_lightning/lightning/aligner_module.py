@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Mapping, Sequence
 
 import lightning as L
@@ -136,6 +137,23 @@ class AlignerModule(L.LightningModule):
             kwargs["num_training_steps"] = int(self.trainer.estimated_stepping_batches)
         scheduler = self.scheduler_factory(**kwargs)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}
+
+    def on_train_epoch_start(self) -> None:
+        """Re-size a per-step schedule that can (:class:`~mmea_lightning.lightning.schedules.CosineWithWarmup`)
+        to end at ``max_epochs`` when the epochs change length: iterative training adds seed links, and the
+        total from ``estimated_stepping_batches`` counts every epoch at the first one's length."""
+        trainer = self._trainer
+        if (self.scheduler_interval != "step" or trainer is None or trainer.max_steps != -1
+                or trainer.max_epochs is None or trainer.max_epochs < 0 or math.isinf(trainer.num_training_batches)):
+            return
+        for scheduler in trainer.lr_scheduler_configs:
+            scheduler = scheduler.scheduler
+            if not hasattr(scheduler, "set_horizon"):
+                continue
+            per_epoch = math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)
+            horizon = scheduler.last_epoch + per_epoch * (trainer.max_epochs - trainer.current_epoch)
+            if horizon != scheduler.num_training_steps:
+                scheduler.set_horizon(horizon)
 
     def describe(self) -> Mapping:
         return {"model": self.name, **self.aligner.describe()}
