@@ -230,6 +230,8 @@ def _run(cfg: DictConfig, output_dir: Path) -> dict:
             "resumed_from": ckpt_path,
             "seed": cfg.seed,
             "iterative_training": bool(cfg.training.iterative),
+            "expansion": ({k: v for k, v in OmegaConf.to_container(cfg.training.expansion).items() if k != "_target_"}
+                          if cfg.training.iterative else None),
             "surface": bool(set(described.get("modalities_used", [])) & set(SURFACE_MODALITIES)),
             **described,
             **datamodule.summary(),

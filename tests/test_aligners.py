@@ -163,6 +163,86 @@ def test_step_schedule_ends_at_max_epochs_when_seed_links_grow(datamodule, tmp_p
     assert np.all(np.diff(rates.rates[2:]) <= 1e-12)  # warm-up was 2 steps (of the first estimate, 8)
 
 
+def test_cosine_with_warmup_restart_is_a_new_cycle_and_survives_a_checkpoint():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = CosineWithWarmup(opt, num_training_steps=100, warmup_ratio=0.15)
+    _rates(sched, opt, 100)
+    sched.restart(200, lr_scale=0.2)  # 100 steps left: a 15-step warm-up to 0.2, then the decay to step 200
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.2 / 15)
+    lrs = _rates(sched, opt, 50)
+    clone = CosineWithWarmup(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), 7)
+    clone.load_state_dict(sched.state_dict())
+    lrs += _rates(sched, opt, 50)
+    assert lrs[0] == pytest.approx(0.2 / 15) and np.argmax(lrs) == 14 and max(lrs) == pytest.approx(0.2)
+    assert lrs[57] == pytest.approx(0.2 * 0.5 * (1 + np.cos(np.pi * (57 - 15) / 85)))
+    assert lrs[-1] < 0.002
+    assert [clone.factor(150 + k) * clone.base_lrs[0] for k in range(50)] == pytest.approx(lrs[50:])
+
+
+def test_stage_switch_ends_first_schedule_at_start_epoch_reloads_best_and_restarts(datamodule, tmp_path):
+    """training.expansion.restart_lr_scale: the public MEAformer code's switch to its iterative stage."""
+
+    class Probe(L.Callback):  # runs after IterativeSeedExpansion's hook at the same epoch start
+        rates: list[float] = []
+        at_switch: dict = {}
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            if trainer.current_epoch == 2:
+                self.at_switch = {"state": {k: v.clone() for k, v in pl_module.state_dict().items()},
+                                  "moments": len(trainer.optimizers[0].state),
+                                  "path": trainer.checkpoint_callback.best_model_path,
+                                  "best": torch.load(trainer.checkpoint_callback.best_model_path,
+                                                     weights_only=False)["state_dict"]}
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    class FirstIsBest(L.Callback):  # the best checkpoint is epoch 0's, so reloading it changes the weights
+        def on_validation_epoch_end(self, trainer, pl_module):
+            pl_module.log("first_is_best", -float(trainer.current_epoch))
+
+    saved, saved_batch = datamodule.seed_links.clone(), datamodule.batch_size
+    datamodule.batch_size = (len(saved) + 1) // 2  # 2 steps per epoch while no pair is added
+    base = 1e-2
+    try:
+        torch.manual_seed(0)
+        module = AlignerModule(lambda features: MEAformer(features, **SMALL[MEAformer]), datamodule.features,
+                               optimizer=lambda params: torch.optim.AdamW(params, lr=base),
+                               scheduler=lambda optimizer, num_training_steps: CosineWithWarmup(
+                                   optimizer, num_training_steps, warmup_ratio=0.25),
+                               scheduler_interval="step")
+        probe = Probe()
+        expansion = IterativeSeedExpansion(start_epoch=2, every=1, window=1, restart_lr_scale=0.2, reload_best=True)
+        checkpoint = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="first_is_best", mode="max")
+        trainer = L.Trainer(max_epochs=4, accelerator="cpu", logger=False, enable_progress_bar=False,
+                            enable_model_summary=False, reload_dataloaders_every_n_epochs=1,
+                            callbacks=[expansion, probe, FirstIsBest(), checkpoint], default_root_dir=tmp_path)
+        trainer.fit(module, datamodule=datamodule)
+    finally:
+        datamodule.seed_links, datamodule.batch_size = saved, saved_batch
+    rates = probe.rates
+    # stage 1 is a 4-step schedule (epochs 0-1, a 1-step warm-up), not the whole run's 8 steps
+    assert rates[:4] == pytest.approx([base, base, 0.75 * base, 0.25 * base])
+    assert rates[4] == pytest.approx(0.2 * base)  # the new cycle: 1-step warm-up at a fifth of the base rate
+    assert np.all(np.diff(rates[4:]) <= 1e-12) and rates[-1] > 0
+    sched = trainer.lr_scheduler_configs[0].scheduler
+    assert sched.num_training_steps == sched.last_epoch == len(rates)  # the second stage ends at max_epochs
+    # the weights at the switch are the best checkpoint's, and AdamW starts with fresh moments
+    best = probe.at_switch["best"]
+    assert best.keys() == probe.at_switch["state"].keys()
+    assert all(torch.equal(best[k], probe.at_switch["state"][k]) for k in best)
+    assert probe.at_switch["moments"] == 0 and "epoch=0" in probe.at_switch["path"]
+
+
+def test_stage_switch_needs_a_restartable_schedule(datamodule):
+    with pytest.raises(ValueError, match="restart_lr_scale"):
+        IterativeSeedExpansion(reload_best=True)
+    module = AlignerModule(lambda features: EVA(features, **SMALL[EVA]), datamodule.features,
+                           optimizer=lambda params: torch.optim.Adam(params))
+    with pytest.raises(ValueError, match="restart_lr_scale=null"):
+        module.restart_schedule(0.2)
+
+
 def test_mutual_nearest_neighbours_chunked():
     emb = torch.tensor([[1.0, 0], [0, 1], [1, 0.1], [0.1, 1], [0.7, 0.7]])
     left, right = torch.tensor([0, 1]), torch.tensor([2, 3, 4])
@@ -214,6 +294,19 @@ def test_iterative_training_end_to_end(tmp_path, cache_dir):
     assert summary["run"]["iterative_training"] and history
     assert summary["run"]["num_seed_links"] == summary["run"]["split"]["train"] + sum(h["added"] for h in history)
     assert all(0 <= h["precision"] <= 1 for h in history)
+
+
+def test_meaformer_iterative_experiment_end_to_end(tmp_path, cache_dir):
+    """experiment=meaformer_iterative (the public code's stage switch) composes and runs, and says so."""
+    cfg = make_config(tmp_path, cache_dir, ["experiment=meaformer_iterative", "model.max_epochs=12",
+                                            "training.expansion.start_epoch=6", "training.expansion.every=2",
+                                            "training.expansion.window=2", "model.check_val_every_n_epoch=3",
+                                            "model.module.aligner.hidden=32"])
+    summary = run(cfg)
+    assert summary["run"]["model"] == "meaformer" and summary["run"]["iterative_training"]
+    assert summary["run"]["expansion"] == {"start_epoch": 6, "every": 2, "window": 2,
+                                           "restart_lr_scale": 0.2, "reload_best": True}
+    assert 0 <= summary["test/hits@1"] <= 1
 
 
 def test_surface_setting_recorded(tmp_path, cache_dir):

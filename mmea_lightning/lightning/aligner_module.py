@@ -66,6 +66,9 @@ class AlignerModule(L.LightningModule):
         if unknown:
             raise ValueError(f"unknown one_to_one decoder(s) {unknown}; choose among {list(DECODERS)}")
         self.one_to_one = tuple(one_to_one)
+        # The epoch at which a re-sizable per-step schedule ends (None: max_epochs). IterativeSeedExpansion sets
+        # it to its start epoch when it restarts the schedule there (``restart_lr_scale``).
+        self.schedule_end_epoch: int | None = None
         self.register_buffer("kg1_ids", features.kg1_ids.clone(), persistent=False)
         self.register_buffer("kg2_ids", features.kg2_ids.clone(), persistent=False)
         # Buffers here are the pair's constant feature tables and ids, identical on every rank: DDP must not
@@ -138,21 +141,48 @@ class AlignerModule(L.LightningModule):
         scheduler = self.scheduler_factory(**kwargs)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}
 
-    def on_train_epoch_start(self) -> None:
-        """Re-size a per-step schedule that can (:class:`~mmea_lightning.lightning.schedules.CosineWithWarmup`)
-        to end at ``max_epochs`` when the epochs change length: iterative training adds seed links, and the
-        total from ``estimated_stepping_batches`` counts every epoch at the first one's length."""
+    def _resizable_schedulers(self) -> list:
+        """The per-step schedulers that can follow a change of epoch length (``set_horizon``), if the run's
+        length is counted in epochs of known length."""
         trainer = self._trainer
         if (self.scheduler_interval != "step" or trainer is None or trainer.max_steps != -1
                 or trainer.max_epochs is None or trainer.max_epochs < 0 or math.isinf(trainer.num_training_batches)):
-            return
-        for scheduler in trainer.lr_scheduler_configs:
-            scheduler = scheduler.scheduler
-            if not hasattr(scheduler, "set_horizon"):
+            return []
+        return [config.scheduler for config in trainer.lr_scheduler_configs
+                if hasattr(config.scheduler, "set_horizon")]
+
+    def _horizon(self, scheduler) -> int:
+        """The step at which the schedule should end: the steps done plus this epoch's steps times the epochs
+        left until ``schedule_end_epoch`` (``max_epochs`` by default)."""
+        trainer = self.trainer
+        end_epoch = trainer.max_epochs if self.schedule_end_epoch is None else self.schedule_end_epoch
+        per_epoch = math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)
+        return scheduler.last_epoch + per_epoch * max(end_epoch - trainer.current_epoch, 1)
+
+    def restart_schedule(self, lr_scale: float = 1.0) -> None:
+        """Start every re-sizable per-step schedule afresh (warm-up, then decay to ``max_epochs``) at
+        ``lr_scale`` times its base rates -- the public MEAformer code's switch to its iterative stage."""
+        schedulers = self._resizable_schedulers()
+        if not schedulers:
+            raise ValueError(f"{self.name}: restarting the learning-rate schedule needs a per-step schedule that "
+                             "can restart (schedules.CosineWithWarmup, as model=meaformer has) and a run counted "
+                             "in epochs (max_steps unset); set training.expansion.restart_lr_scale=null otherwise")
+        self.schedule_end_epoch = None
+        for scheduler in schedulers:
+            scheduler.restart(self._horizon(scheduler), lr_scale)
+
+    def on_train_epoch_start(self) -> None:
+        """Re-size a per-step schedule that can (:class:`~mmea_lightning.lightning.schedules.CosineWithWarmup`)
+        to end at ``max_epochs`` (or ``schedule_end_epoch``) when the epochs change length: iterative training
+        adds seed links, and the total from ``estimated_stepping_batches`` counts every epoch at the first one's
+        length. Before the first step the warm-up is re-sized too."""
+        for scheduler in self._resizable_schedulers():
+            horizon = self._horizon(scheduler)
+            if horizon == scheduler.num_training_steps:
                 continue
-            per_epoch = math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)
-            horizon = scheduler.last_epoch + per_epoch * (trainer.max_epochs - trainer.current_epoch)
-            if horizon != scheduler.num_training_steps:
+            if scheduler.last_epoch == 0:
+                scheduler.restart(horizon)
+            else:
                 scheduler.set_horizon(horizon)
 
     def describe(self) -> Mapping:

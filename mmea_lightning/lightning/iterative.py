@@ -48,13 +48,26 @@ class IterativeSeedExpansion(L.Callback):
     only if it is proposed at every check of a window of ``window`` checks; at the end of each window the survivors
     join the seed links. The gold links are read only to log the precision of what was added (``iterative/*``),
     never to choose it. Needs ``trainer.reload_dataloaders_every_n_epochs=1`` so that new seeds are served.
+
+    ``restart_lr_scale`` (default off) switches stages as the public MEAformer code (``--il``) does: the per-step
+    schedule first ends at ``start_epoch`` (so the first stage is the non-iterative run), and at ``start_epoch`` a
+    new warm-up + cosine to ``max_epochs`` begins at ``restart_lr_scale`` times the base rate (MEAformer: 1/5),
+    with fresh optimiser moments; ``reload_best`` first loads the best checkpoint so far (by validation MRR). The
+    public code sizes its second schedule at three times the remaining epochs' steps, a margin for the growing
+    seed links; here the schedule is re-sized at every epoch to end at ``max_epochs`` instead.
     """
 
-    def __init__(self, start_epoch: int | None = None, every: int = 5, window: int = 10, chunk_size: int = 4096):
+    def __init__(self, start_epoch: int | None = None, every: int = 5, window: int = 10, chunk_size: int = 4096,
+                 restart_lr_scale: float | None = None, reload_best: bool = False):
         self.start_epoch = start_epoch
         self.every = every
         self.window = window
         self.chunk_size = chunk_size
+        if reload_best and restart_lr_scale is None:
+            raise ValueError("training.expansion.reload_best=true belongs to the stage switch: set "
+                             "training.expansion.restart_lr_scale too (1.0 keeps the base rate)")
+        self.restart_lr_scale = restart_lr_scale
+        self.reload_best = reload_best
         self.history: list[dict] = []
         self._survivors: set[tuple[int, int]] | None = None
         self._checks = 0
@@ -63,6 +76,29 @@ class IterativeSeedExpansion(L.Callback):
         if stage == "fit" and trainer.reload_dataloaders_every_n_epochs != 1:
             raise ValueError("iterative training adds seed links during training: set "
                              "trainer.reload_dataloaders_every_n_epochs=1 (training.iterative=true does it).")
+
+    def start(self, trainer) -> int:
+        return self.start_epoch if self.start_epoch is not None else trainer.max_epochs // 2
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if self.restart_lr_scale is not None and trainer.current_epoch < self.start(trainer):
+            pl_module.schedule_end_epoch = self.start(trainer)
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if self.restart_lr_scale is None or trainer.current_epoch != self.start(trainer):
+            return
+        best = getattr(trainer.checkpoint_callback, "best_model_path", "") if self.reload_best else ""
+        if best:
+            state = torch.load(best, map_location=pl_module.device, weights_only=False)["state_dict"]
+            pl_module.load_state_dict(state)
+            log.info("iterative training, epoch %d: best checkpoint so far reloaded (%s)", trainer.current_epoch,
+                     best)
+        elif self.reload_best:
+            log.warning("iterative training, epoch %d: no best checkpoint yet to reload; the current weights go on",
+                        trainer.current_epoch)
+        for optimizer in trainer.optimizers:
+            optimizer.state.clear()
+        pl_module.restart_schedule(self.restart_lr_scale)
 
     def unlabelled(self, datamodule) -> tuple[torch.Tensor, torch.Tensor]:
         """KG1 and KG2 ids in neither the current seed links nor the validation links."""
@@ -73,7 +109,7 @@ class IterativeSeedExpansion(L.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         epoch = trainer.current_epoch
-        start = self.start_epoch if self.start_epoch is not None else trainer.max_epochs // 2
+        start = self.start(trainer)
         if epoch < start or (epoch + 1 - start) % self.every != 0:
             return
         datamodule = trainer.datamodule
