@@ -21,7 +21,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -198,6 +198,8 @@ def _run(cfg: DictConfig, output_dir: Path) -> dict:
     seeds_name = datamodule.summary()["seeds"]
     test_policy = choose_test_checkpoint(str(cfg.get("test_checkpoint", "auto")), seeds_name)
     loggers = build_loggers(cfg, [f"seeds:{seeds_name}"], resuming=ckpt_path is not None)
+    if not loggers:  # LearningRateMonitor refuses to run without a logger (logger=none)
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **trainer_extra)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)

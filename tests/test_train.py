@@ -47,7 +47,13 @@ def test_metrics_json_and_run_directory(trained):
     assert (out / "config.yaml").is_file() and "seed_ratio: 0.3" in (out / "config.yaml").read_text()
     for name in ("train", "valid", "test"):
         assert (out / "split" / f"{name}_links.tsv").is_file()
-    assert (out / "csv" / "metrics.csv").is_file()
+    header = (out / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "val/mrr" in header and any(column.startswith("lr-") for column in header)  # LearningRateMonitor
+
+
+def test_no_logger_runs_without_the_learning_rate_monitor(tmp_path, cache_dir):
+    summary = run(make_config(tmp_path, cache_dir, ["model.max_epochs=1", "logger=none"]))
+    assert 0 <= summary["test/hits@1"] <= 1 and not (tmp_path / "csv").exists()
 
 
 def test_same_config_same_numbers(trained, tmp_path, cache_dir):
