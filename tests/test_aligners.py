@@ -298,14 +298,17 @@ def test_iterative_training_end_to_end(tmp_path, cache_dir):
 
 def test_meaformer_iterative_experiment_end_to_end(tmp_path, cache_dir):
     """experiment=meaformer_iterative (the public code's stage switch) composes and runs, and says so."""
-    cfg = make_config(tmp_path, cache_dir, ["experiment=meaformer_iterative", "model.max_epochs=12",
-                                            "training.expansion.start_epoch=6", "training.expansion.every=2",
-                                            "training.expansion.window=2", "model.check_val_every_n_epoch=3",
+    cfg = make_config(tmp_path, cache_dir, ["experiment=meaformer_iterative", "model.max_epochs=14",
+                                            "training.expansion.start_epoch=2", "training.expansion.every=2",
+                                            "training.expansion.window=3", "model.check_val_every_n_epoch=3",
                                             "model.module.aligner.hidden=32"])
     summary = run(cfg)
     assert summary["run"]["model"] == "meaformer" and summary["run"]["iterative_training"]
-    assert summary["run"]["expansion"] == {"start_epoch": 6, "every": 2, "window": 2,
+    assert summary["run"]["expansion"] == {"start_epoch": 2, "every": 2, "window": 3,
                                            "restart_lr_scale": 0.2, "reload_best": True}
+    # checks at epochs 3, 5, 7 (a round), then 9, 11, 13: that round would end at the last epoch and is not run
+    history = summary["run"]["iterative"]
+    assert [h["epoch"] for h in history] == [7] and history[0]["added"] > 0
     assert 0 <= summary["test/hits@1"] <= 1
 
 

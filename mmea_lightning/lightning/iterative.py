@@ -46,7 +46,8 @@ class IterativeSeedExpansion(L.Callback):
     entity and the mutual nearest neighbours among the *unlabelled* entities are proposed -- entities in neither
     the seed links nor the validation links (the validation links stay a clean selection set). A pair survives
     only if it is proposed at every check of a window of ``window`` checks; at the end of each window the survivors
-    join the seed links. The gold links are read only to log the precision of what was added (``iterative/*``),
+    join the seed links (a window that would end at the last epoch is not checked: nothing would train on its
+    pairs). The gold links are read only to log the precision of what was added (``iterative/*``),
     never to choose it. Needs ``trainer.reload_dataloaders_every_n_epochs=1`` so that new seeds are served.
 
     ``restart_lr_scale`` (default off) switches stages as the public MEAformer code (``--il``) does: the per-step
@@ -112,6 +113,9 @@ class IterativeSeedExpansion(L.Callback):
         start = self.start(trainer)
         if epoch < start or (epoch + 1 - start) % self.every != 0:
             return
+        window_end = epoch + (self.window - self._checks - 1) * self.every
+        if trainer.max_epochs is not None and 0 <= trainer.max_epochs - 1 <= window_end:
+            return  # this window's pairs would join after the last epoch: nothing would train on them
         datamodule = trainer.datamodule
         was_training = pl_module.training
         pl_module.eval()
