@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+
 import lightning as L
 import numpy as np
 import pytest
@@ -309,6 +311,11 @@ def test_meaformer_iterative_experiment_end_to_end(tmp_path, cache_dir):
     # checks at epochs 3, 5, 7 (a round), then 9, 11, 13: that round would end at the last epoch and is not run
     history = summary["run"]["iterative"]
     assert [h["epoch"] for h in history] == [7] and history[0]["added"] > 0
+    # one step per epoch: the rates really used -- stage 1 re-sized to 2 steps (it was built for 14), then the
+    # restart (Lightning's monitor would log 2.5e-4 at epoch 0 and 0 at epoch 2, before those hooks run)
+    rows = list(csv.DictReader((tmp_path / "csv" / "metrics.csv").open()))
+    logged = [float(r["lr-AdamW"]) for r in rows if r.get("lr-AdamW")]
+    assert logged[:3] == pytest.approx([5e-4 / 1, 5e-4, 0.2 * 5e-4 / 1])  # 1-step warm-ups (15% of 2, of 12)
     assert 0 <= summary["test/hits@1"] <= 1
 
 

@@ -6,11 +6,31 @@ import resource
 import time
 
 import lightning as L
+from lightning.pytorch.callbacks import LearningRateMonitor
 
 
 def peak_memory_mb() -> float:
     """Peak resident memory of this process so far (MiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+class EpochLearningRateMonitor(LearningRateMonitor):
+    """Logs, once per epoch, the learning rate that the epoch's first step uses (``lr-<Optimizer>``).
+
+    Lightning's own monitor logs an epoch's rate in ``on_train_epoch_start``, where it may run before the hooks that
+    change it then: the module re-sizing a per-step schedule, or iterative training restarting it. Logging at the
+    first batch, after every epoch-start hook, records the rate really used.
+    """
+
+    def __init__(self, log_momentum: bool = False, log_weight_decay: bool = False) -> None:
+        super().__init__(logging_interval="epoch", log_momentum=log_momentum, log_weight_decay=log_weight_decay)
+
+    def on_train_epoch_start(self, trainer, *args, **kwargs) -> None:
+        pass
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if batch_idx == 0:
+            super().on_train_epoch_start(trainer, pl_module)
 
 
 class RunTimer(L.Callback):
