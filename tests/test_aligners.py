@@ -236,6 +236,21 @@ def test_stage_switch_ends_first_schedule_at_start_epoch_reloads_best_and_restar
     assert probe.at_switch["moments"] == 0 and "epoch=0" in probe.at_switch["path"]
 
 
+def test_stage_switch_end_epoch_follows_the_epoch_also_after_a_resume():
+    """A run resumed past the switch must not end its schedule at the start epoch again (the epoch of a resumed
+    run is known only after on_fit_start, so the callback decides at each epoch start)."""
+    from types import SimpleNamespace
+
+    callback = IterativeSeedExpansion(start_epoch=80, restart_lr_scale=0.2)
+    module = SimpleNamespace(schedule_end_epoch=None)
+    for epoch, expected in ((0, 80), (79, 80), (81, None), (150, None)):
+        callback.on_train_epoch_start(SimpleNamespace(current_epoch=epoch, max_epochs=160), module)
+        assert module.schedule_end_epoch == expected, epoch
+    IterativeSeedExpansion(start_epoch=80).on_train_epoch_start(SimpleNamespace(current_epoch=0, max_epochs=160),
+                                                                module)
+    assert module.schedule_end_epoch is None  # no stage switch: the schedule is left to end at max_epochs
+
+
 def test_stage_switch_needs_a_restartable_schedule(datamodule):
     with pytest.raises(ValueError, match="restart_lr_scale"):
         IterativeSeedExpansion(reload_best=True)

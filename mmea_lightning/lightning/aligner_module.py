@@ -67,7 +67,7 @@ class AlignerModule(L.LightningModule):
             raise ValueError(f"unknown one_to_one decoder(s) {unknown}; choose among {list(DECODERS)}")
         self.one_to_one = tuple(one_to_one)
         # The epoch at which a re-sizable per-step schedule ends (None: max_epochs). IterativeSeedExpansion sets
-        # it to its start epoch when it restarts the schedule there (``restart_lr_scale``).
+        # it at each epoch start: its start epoch before it restarts the schedule there (``restart_lr_scale``).
         self.schedule_end_epoch: int | None = None
         self.register_buffer("kg1_ids", features.kg1_ids.clone(), persistent=False)
         self.register_buffer("kg2_ids", features.kg2_ids.clone(), persistent=False)

@@ -81,12 +81,13 @@ class IterativeSeedExpansion(L.Callback):
     def start(self, trainer) -> int:
         return self.start_epoch if self.start_epoch is not None else trainer.max_epochs // 2
 
-    def on_fit_start(self, trainer, pl_module) -> None:
-        if self.restart_lr_scale is not None and trainer.current_epoch < self.start(trainer):
-            pl_module.schedule_end_epoch = self.start(trainer)
-
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        if self.restart_lr_scale is None or trainer.current_epoch != self.start(trainer):
+        if self.restart_lr_scale is None:
+            return
+        # Decided at every epoch start (before the module's own hook re-sizes the schedule), not once at fit start:
+        # a run resumed from a checkpoint learns its epoch only after on_fit_start.
+        if trainer.current_epoch != self.start(trainer):
+            pl_module.schedule_end_epoch = self.start(trainer) if trainer.current_epoch < self.start(trainer) else None
             return
         best = getattr(trainer.checkpoint_callback, "best_model_path", "") if self.reload_best else ""
         if best:
