@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -47,8 +48,9 @@ def test_metrics_json_and_run_directory(trained):
     assert (out / "config.yaml").is_file() and "seed_ratio: 0.3" in (out / "config.yaml").read_text()
     for name in ("train", "valid", "test"):
         assert (out / "split" / f"{name}_links.tsv").is_file()
-    header = (out / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
-    assert "val/mrr" in header and any(column.startswith("lr-") for column in header)  # LearningRateMonitor
+    rows = list(csv.DictReader((out / "csv" / "metrics.csv").open()))
+    assert "val/mrr" in rows[0] and rows[0]["lr-AdamW"] != ""  # the learning-rate monitor, at the first step
+    assert all(row["epoch"] != "" for row in rows)  # its rows carry their epoch, like the module's
 
 
 def test_no_logger_runs_without_the_learning_rate_monitor(tmp_path, cache_dir):

@@ -19,7 +19,8 @@ class EpochLearningRateMonitor(LearningRateMonitor):
 
     Lightning's own monitor logs an epoch's rate in ``on_train_epoch_start``, where it may run before the hooks that
     change it then: the module re-sizing a per-step schedule, or iterative training restarting it. Logging at the
-    first batch, after every epoch-start hook, records the rate really used.
+    first batch, after every epoch-start hook, records the rate really used. Each row also carries its ``epoch``,
+    as the module's own logged metrics do (Lightning's monitor logs by step only, leaving that cell empty).
     """
 
     def __init__(self, log_momentum: bool = False, log_weight_decay: bool = False) -> None:
@@ -29,8 +30,13 @@ class EpochLearningRateMonitor(LearningRateMonitor):
         pass
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
-        if batch_idx == 0:
-            super().on_train_epoch_start(trainer, pl_module)
+        if batch_idx != 0:
+            return
+        stats = self._extract_stats(trainer, "any")  # as the base class, with logging_interval="epoch"
+        if stats:
+            stats["epoch"] = trainer.current_epoch
+            for logger in trainer.loggers:
+                logger.log_metrics(stats, step=trainer.fit_loop.epoch_loop._batches_that_stepped)
 
 
 class RunTimer(L.Callback):
