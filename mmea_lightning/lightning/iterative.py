@@ -86,8 +86,9 @@ class IterativeSeedExpansion(L.Callback):
             return
         # Decided at every epoch start (before the module's own hook re-sizes the schedule), not once at fit start:
         # a run resumed from a checkpoint learns its epoch only after on_fit_start.
-        if trainer.current_epoch != self.start(trainer):
-            pl_module.schedule_end_epoch = self.start(trainer) if trainer.current_epoch < self.start(trainer) else None
+        start = self.start(trainer)
+        if trainer.current_epoch != start:
+            pl_module.schedule_end_epoch = start if trainer.current_epoch < start else None
             return
         best = getattr(trainer.checkpoint_callback, "best_model_path", "") if self.reload_best else ""
         if best:
