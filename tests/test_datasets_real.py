@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mmea_lightning.data.loader import load_pair
@@ -12,8 +13,8 @@ from .test_readers import spec
 
 # The table of ../shared/data/README.md, copied here on purpose (the configs' expected_counts are not used).
 README_TABLE = {
-    "fbdb15k": (14951, 12842, 109071, 99028, 12846),
-    "fbyg15k": (14951, 15404, 109071, 122886, 11199),
+    "fbdb15k": (14951, 12842, 505436, 99028, 12846),
+    "fbyg15k": (14951, 15404, 505436, 122886, 11199),
     "dbp15k_zh_en": (19388, 19572, 70414, 95142, 15000),
     "dbp15k_ja_en": (19814, 19780, 77214, 93484, 15000),
     "dbp15k_fr_en": (19661, 19993, 105998, 115722, 15000),
@@ -38,6 +39,9 @@ def test_counts_match_readme(name, data_dir):
     assert found == README_TABLE[name]
     assert not pair.available_modalities()["image"]  # no pkls/ in the shared data: never faked
     if name.startswith("dbp15k"):
-        assert sum(bool(n) for n in pair.names) > 0.95 * pair.num_entities and len(pair.attribute_pairs) == 0
+        assert sum(bool(n) for n in pair.names) > 0.95 * pair.num_entities
+        # training_attrs_1/2 (added 2026-12-03): keys of the 15,000 aligned entities per side only
+        with_attrs = np.unique(pair.attribute_pairs[:, 0]) if len(pair.attribute_pairs) else np.array([])
+        assert 0 < len(with_attrs) <= 30000
     if name.startswith("fb"):
         assert len(pair.numeric_values) > 20000 and len(pair.attribute_pairs) > 0
