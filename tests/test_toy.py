@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmea_lightning.data.toy import TOY_FOLDER, generate_toy_pair
+from mmea_lightning.data.toy import OWNER_MARKER, TOY_FOLDER, NotGeneratedHere, generate_toy_pair
 
 PAIR_FILES = ["ent_ids_1", "ent_ids_2", "triples_1", "triples_2", "rel_ids", "ill_ent_ids",
               "training_attrs_1", "training_attrs_2"]
@@ -99,8 +99,9 @@ def test_idempotent_and_replaces_incomplete_root(tmp_path: Path) -> None:
     assert generate_toy_pair(root, num_aligned=50, num_unaligned=5) == root
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == mtimes
 
-    broken = tmp_path / "broken"
+    broken = tmp_path / "broken"  # a root this module generated, then damaged
     (broken / TOY_FOLDER).mkdir(parents=True)
+    (broken / OWNER_MARKER).write_text("")
     (broken / "stale.txt").write_text("half-written\n")
     generate_toy_pair(broken, num_aligned=50, num_unaligned=5)
     assert not (broken / "stale.txt").exists()
@@ -129,3 +130,26 @@ def test_images_learnable_and_some_missing(toy: Path) -> None:
     best = np.asarray(candidates)[np.argmax(query @ target.T, axis=1)]
     hits = float(np.mean(best == np.array([y for _, y in both])))
     assert hits > 0.3, hits
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_never_replaces_a_folder_it_did_not_create(tmp_path: Path, overwrite: bool) -> None:
+    """Issue 27, defect 1: a user's folder (here a fake mmkg root) is never moved aside, replaced or deleted."""
+    user = tmp_path / "mmkg"
+    (user / "DBP15K" / "zh_en").mkdir(parents=True)
+    (user / "DBP15K" / "zh_en" / "ent_ids_1").write_text("0\thttp://a\n")
+    before = _tree(user)
+    with pytest.raises(NotGeneratedHere, match="did not create"):
+        generate_toy_pair(user, num_aligned=20, num_unaligned=2, overwrite=overwrite)
+    assert _tree(user) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mmkg"]  # no temporary folder left behind
+
+
+def test_fills_an_empty_folder(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    generate_toy_pair(tmp_path / "empty", num_aligned=20, num_unaligned=2)
+    assert (tmp_path / "empty" / TOY_FOLDER / "ill_ent_ids").is_file() and (tmp_path / "empty" / OWNER_MARKER).is_file()

@@ -70,11 +70,21 @@ class DatasetSpec:
 
 
 def resolve_root(spec: DatasetSpec, data_dir: str | Path | None, cache_dir: str | Path | None) -> Path:
-    """The data root of ``spec``: the generated toy root, or ``data_dir`` (which must then be given)."""
+    """The data root of ``spec``: the generated toy root, or ``data_dir`` (which must then be given).
+
+    Nothing is ever written into ``data_dir``. The toy pair is generated only under ``<cache_dir>/toy``, a folder the
+    framework owns; a ``data_dir`` is used for the toy dataset only when it already holds a complete toy pair (e.g. a
+    copy a user altered on purpose), and is then only read.
+    """
     if spec.generator == "toy":
         from mmea_lightning.data.toy import generate_toy_pair
 
-        root = Path(data_dir) if data_dir else Path(cache_dir or ".cache") / "toy"
+        if data_dir and (Path(data_dir).expanduser() / spec.folder / "ill_ent_ids").is_file():
+            return Path(data_dir).expanduser()
+        root = Path(cache_dir or ".cache") / "toy"
+        if data_dir:
+            log.info("dataset %s is generated: data_dir=%s holds no toy pair and is not used; generating under %s",
+                     spec.name, data_dir, root)
         if not (root / spec.folder / "ill_ent_ids").is_file():
             generate_toy_pair(root)
         return root
