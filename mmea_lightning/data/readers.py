@@ -2,10 +2,15 @@
 
 Each reader validates strictly: a malformed line, an id outside the entity files, a duplicate gold link or a
 missing file raise :class:`DataFormatError` naming the file, the line and the fix.
+
+Image feature pickles are never passed to ``pickle.load``: a restricted unpickler builds only plain containers,
+numbers and numpy arrays, and refuses any other global (which could run code) with a :class:`DataFormatError`.
 """
 
 from __future__ import annotations
 
+import codecs
+import importlib
 import json
 import math
 import pickle
@@ -231,14 +236,64 @@ def name_from_uri(uri: str) -> str | None:
     return local.replace("_", " ")
 
 
+def _numpy_global(module: str, name: str) -> object:
+    """The numpy object pickled as ``module.name``, under numpy 1.x (``numpy.core``) or 2.x (``numpy._core``)."""
+    modern = module.replace("numpy.core.", "numpy._core.")
+    for candidate in dict.fromkeys((modern, modern.replace("numpy._core.", "numpy.core."))):  # no deprecated import
+        try:
+            return getattr(importlib.import_module(candidate), name)
+        except (ImportError, AttributeError):
+            continue
+    raise AttributeError(f"{module}.{name}")
+
+
+# The only globals a pickled ``dict[int -> numpy float array]`` refers to (protocols 2..5, numpy 1.x and 2.x):
+# array / scalar reconstruction, the dtype and array types, and ``_codecs.encode`` (protocol 2 writes bytes with it).
+_PICKLE_GLOBALS = frozenset(
+    [(f"numpy.{core}.multiarray", name) for core in ("core", "_core") for name in ("_reconstruct", "scalar")]
+    + [(f"numpy.{core}.numeric", "_frombuffer") for core in ("core", "_core")]
+    + [("numpy", "dtype"), ("numpy", "ndarray"), ("_codecs", "encode")]
+)
+
+
+class _FeatureUnpickler(pickle.Unpickler):
+    """An unpickler that builds plain containers, numbers and numpy arrays only -- it never calls other code.
+
+    ``pickle.load`` calls whatever callable a pickle names (``os.system``, ``exec``...); this one refuses every
+    global outside :data:`_PICKLE_GLOBALS` with a :class:`DataFormatError` naming it.
+    """
+
+    def __init__(self, handle, path: Path):
+        super().__init__(handle)
+        self.path = path
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in _PICKLE_GLOBALS:
+            raise DataFormatError(
+                self.path, f"refers to the Python global {module}.{name}, which an image feature file never needs "
+                "(loading it could run code, so it is not loaded).",
+                fix="re-create the file with pickle.dump of a plain dict {entity_id: numpy float vector}, "
+                "or remove it (or set images: null in the dataset config) to run without images.")
+        if module == "_codecs":
+            return codecs.encode
+        return _numpy_global(module, name)
+
+
 def read_image_features(path: str | Path, num_entities: int) -> dict[int, np.ndarray]:
-    """``pkls/*.pkl``: pickled ``dict[int entity_id -> vector]`` -> ``{id: float32 vector}`` (all one length)."""
+    """``pkls/*.pkl``: pickled ``dict[int entity_id -> vector]`` -> ``{id: float32 vector}`` (all one length).
+
+    The file is read with a restricted unpickler (:class:`_FeatureUnpickler`): only plain containers, numbers and
+    numpy arrays / scalars / dtypes are built; a pickle naming any other global (which ``pickle.load`` would call)
+    is refused with a :class:`DataFormatError` and never executed.
+    """
     path = _require(Path(path), "image feature")
     try:
         with open(path, "rb") as handle:
-            raw = pickle.load(handle)
-    except (pickle.UnpicklingError, EOFError, AttributeError, ModuleNotFoundError) as err:
-        raise DataFormatError(path, f"cannot be unpickled ({err}).",
+            raw = _FeatureUnpickler(handle, path).load()
+    except DataFormatError:
+        raise
+    except Exception as err:  # any malformed byte stream: truncated, not a pickle, bad opcode arguments...
+        raise DataFormatError(path, f"cannot be unpickled ({type(err).__name__}: {err}).",
                               fix="it must be a pickled dict mapping entity id -> numpy vector.") from None
     if not isinstance(raw, dict):
         raise DataFormatError(path, f"holds a {type(raw).__name__}, not a dict.",
