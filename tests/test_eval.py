@@ -301,3 +301,28 @@ def test_evaluate_alignment_validates(kwargs, match) -> None:
 
 def test_protocols_constant() -> None:
     assert PROTOCOLS == ("standard", "r2l", "all", "all_r2l", "csls", "csls_r2l")
+
+
+@pytest.mark.parametrize("csls_k", [0, 3])
+def test_collapsed_model_ties_whatever_the_scale(csls_k: int) -> None:
+    """Issue 27, defect 10: embeddings that are positive multiples of one vector tie (MRR 2 / (C + 1)), instead of
+    being ordered by the last bits of their normalised copies (MRR 0.0443 instead of 0.0198 at C = 100)."""
+    gen = torch.Generator().manual_seed(0)
+    direction = torch.randn(64, generator=gen)
+    num_q, num_c = 80, 100
+    scales = torch.exp(torch.randn(num_q + num_c, generator=gen) * 3)  # scales from ~1e-4 to ~1e4
+    embeddings = scales[:, None] * direction[None, :]
+    ranks = rank_targets(embeddings[:num_q], embeddings[num_q:], torch.arange(num_q), csls_k=csls_k, chunk_size=16)
+    assert torch.equal(ranks.realistic, torch.full((num_q,), (num_c + 1) / 2, dtype=torch.float64))
+    assert rank_metrics(ranks)["mrr"] == pytest.approx(2 / (num_c + 1))
+    # bit-exact comparison on request: the same inputs then order by rounding noise
+    exact = rank_targets(embeddings[:num_q], embeddings[num_q:], torch.arange(num_q), tie_tolerance=0.0)
+    assert not torch.equal(exact.realistic, ranks.realistic)
+
+
+def test_distinct_scores_beyond_the_tolerance_are_not_ties() -> None:
+    queries = torch.tensor([[1.0, 0.0]])
+    angle = 2e-3  # cosines 1 and cos(2e-3) = 1 - 2e-6: apart by twice the tolerance
+    candidates = torch.tensor([[1.0, 0.0], [float(np.cos(angle)), float(np.sin(angle))]])
+    ranks = rank_targets(queries, candidates, torch.tensor([1]))
+    assert ranks.optimistic.tolist() == [2.0] and ranks.pessimistic.tolist() == [2.0]

@@ -10,6 +10,20 @@ A model that gives every candidate the same score therefore gets realistic rank 
 instead of looking perfect. Scores are computed in chunks of queries, so peak memory is
 ``O(chunk_size x num_candidates)`` whatever the number of queries. Identical candidate vectors are
 scored once and share their score, so they always tie exactly (BLAS does not guarantee that).
+
+Ties with a tolerance: a cosine is computed in float32 from L2-normalised vectors, and two vectors that point the
+same way at different scales (``v`` and ``3 v``) normalise to vectors that differ in their last bits, so their
+cosines with a query differ by a few ulps. Scores within ``TIE_TOLERANCE`` (``1e-6`` on the cosine scale, about 8
+float32 ulps at 1.0; CSLS scores, which add four cosine-scale terms, use ``4 * TIE_TOLERANCE``) of the true score
+therefore count as ties:
+
+* optimistic rank  = 1 + #{candidates with score > t + tol},
+* pessimistic rank = #{candidates with score >= t - tol}.
+
+A collapsed model whose embeddings are all positive multiples of one vector thus gets the realistic rank
+``(C + 1) / 2``, whatever the scales. Distinct scores closer than ``tol`` are below float32 resolution for
+embeddings of a few hundred dimensions and are not meaningful orderings. ``tie_tolerance=0`` restores the
+bit-exact comparison.
 """
 
 from __future__ import annotations
@@ -21,7 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["RankResult", "rank_targets", "rank_metrics"]
+__all__ = ["TIE_TOLERANCE", "RankResult", "rank_targets", "rank_metrics"]
+
+#: scores within this distance of the true score tie (cosine scale; see the module docstring)
+TIE_TOLERANCE = 1e-6
 
 
 @dataclass
@@ -136,6 +153,7 @@ def rank_targets(
     *,
     csls_k: int = 0,
     chunk_size: int = 4096,
+    tie_tolerance: float = TIE_TOLERANCE,
 ) -> RankResult:
     """Tie-aware rank of each query's true candidate by cosine similarity (or CSLS).
 
@@ -147,6 +165,8 @@ def rank_targets(
             ``csls(x, y) = 2 cos(x, y) - r_C(x) - r_Q(y)`` where ``r_C(x)`` (``r_Q(y)``) is the mean of
             the ``csls_k`` largest cosines of ``x`` over all candidates (of ``y`` over all queries).
         chunk_size: number of queries scored at once; peak memory is ``O(chunk_size x C)``.
+        tie_tolerance: scores within this distance of the true score tie (``4x`` for CSLS scores); ``0`` compares
+            bit-exactly.
 
     Returns:
         A :class:`RankResult` with ``(Q,)`` float64 optimistic and pessimistic ranks.
@@ -168,6 +188,8 @@ def rank_targets(
         raise ValueError(f"csls_k must be a non-negative int, got {csls_k!r}")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    if not (isinstance(tie_tolerance, (int, float)) and 0 <= tie_tolerance < 0.1):
+        raise ValueError(f"tie_tolerance must be a float in [0, 0.1), got {tie_tolerance!r}")
 
     device = queries.device
     q = F.normalize(queries.to(torch.float32), dim=1)
@@ -175,8 +197,10 @@ def rank_targets(
     targets = targets.to(device=device, dtype=torch.long)
     scorer = _Scorer(c)
     r_c = r_q = None
+    tol = float(tie_tolerance)
     if csls_k > 0:
         r_c, r_q = _csls_radii(q, scorer, csls_k, chunk_size)
+        tol *= 4  # 2 cos - r_C - r_Q: four cosine-scale terms, each with its own rounding
 
     # per-row counts are <= C; summing booleans into int32 is much faster than into int64 on CPU
     count_dtype = torch.int32 if num_c < 2**31 else torch.int64
@@ -189,8 +213,8 @@ def rank_targets(
             scores = 2 * scores - r_c[start:stop, None] - r_q[None, :]
         # read the true score from the very chunk it is compared with, so exact ties stay ties
         true = scores.gather(1, targets[start:stop, None])  # (B, 1)
-        optimistic[start:stop] = 1 + (scores > true).sum(dim=1, dtype=count_dtype)
-        pessimistic[start:stop] = (scores >= true).sum(dim=1, dtype=count_dtype)
+        optimistic[start:stop] = 1 + (scores > true + tol).sum(dim=1, dtype=count_dtype)
+        pessimistic[start:stop] = (scores >= true - tol).sum(dim=1, dtype=count_dtype)
     return RankResult(optimistic.double(), pessimistic.double(), num_c)
 
 
