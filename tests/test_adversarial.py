@@ -11,11 +11,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from mmea_lightning.data.errors import DataFormatError
+from mmea_lightning.data.features import (
+    FeatureSettings,
+    build_features,
+    feature_cache_key,
+    load_or_build_features,
+)
 from mmea_lightning.data.loader import load_pair
 from mmea_lightning.data.readers import read_image_features
 from mmea_lightning.data.toy import generate_toy_pair
+from mmea_lightning.seeds.cache import StageCache
 
 from .test_readers import spec
 
@@ -74,3 +82,41 @@ def test_image_pickle_written_by_numpy_1_loads(tmp_path):
 
 def test_toy_image_pickle_still_loads(toy_root, toy_pair):
     assert toy_pair.image_features and toy_pair.available_modalities()["image"]
+
+
+def test_planted_feature_cache_is_never_executed(toy_pair, tmp_path):
+    marker = tmp_path / "marker"
+    settings = FeatureSettings()
+    path = tmp_path / "features" / f"{toy_pair.name}-{feature_cache_key(toy_pair, settings)}.pt"
+    path.parent.mkdir(parents=True)
+    torch.save({"num_entities": Planted(marker)}, path)
+    features = load_or_build_features(toy_pair, settings, tmp_path)
+    assert not marker.exists()
+    expected = build_features(toy_pair, settings)
+    assert torch.equal(features.modalities["relation"], expected.modalities["relation"])
+    again = load_or_build_features(toy_pair, settings, tmp_path)  # the rebuilt entry is a safe one
+    assert torch.equal(again.adjacency.to_dense(), expected.adjacency.to_dense())
+    assert again.info == expected.info and not marker.exists()
+
+
+def test_planted_seed_cache_is_never_executed(tmp_path):
+    marker = tmp_path / "marker"
+    cache = StageCache(tmp_path, "pivot")
+    path = cache.path("pivot", "abc")
+    path.parent.mkdir(parents=True)
+    torch.save({"links": Planted(marker)}, path)
+    assert cache.load("pivot", "abc") is None
+    assert not marker.exists()
+
+
+def test_seed_cache_round_trips_numpy_payloads(tmp_path):
+    cache = StageCache(tmp_path, "psqe")
+    payload = {"links": np.array([[0, 5], [1, 6]], dtype=np.int64), "seconds": 1.5,
+               "extra": {"state_dict": {"w": torch.ones(2)}},
+               "info": {"weights": {"a": np.float64(0.25)}, "count": np.int64(2), "clusters": [{"x": None}]}}
+    cache.save("stage1", "k", payload)
+    loaded = cache.load("stage1", "k")
+    assert isinstance(loaded["links"], np.ndarray) and loaded["links"].tolist() == [[0, 5], [1, 6]]
+    assert torch.equal(loaded["extra"]["state_dict"]["w"], torch.ones(2))
+    assert loaded["info"] == {"weights": {"a": 0.25}, "count": 2, "clusters": [{"x": None}]}
+    assert loaded["seconds"] == 1.5

@@ -40,7 +40,8 @@ from mmea_lightning.data.pair import KGPair
 
 log = logging.getLogger(__name__)
 
-FEATURE_VERSION = 3  # bump whenever the built features change (stale caches are then rebuilt)
+FEATURE_VERSION = 4  # bump whenever the built features change (stale caches are then rebuilt)
+# (4: entries hold tensors and plain containers only, read with weights_only=True)
 
 
 @dataclass
@@ -282,20 +283,51 @@ def feature_cache_key(pair: KGPair, settings: FeatureSettings) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
+def _cache_state(features: FeatureSet) -> dict:
+    """``features`` as tensors and plain containers only, loadable with ``torch.load(weights_only=True)``.
+
+    The sparse CSR adjacency is stored as its three index/value tensors and rebuilt with its invariants checked.
+    """
+    state = dict(features.__dict__)
+    adjacency = features.adjacency
+    state["adjacency"] = {"crow_indices": adjacency.crow_indices(), "col_indices": adjacency.col_indices(),
+                          "values": adjacency.values(), "size": list(adjacency.shape)}
+    state["info"] = json.loads(json.dumps(features.info))  # plain JSON containers (raises on anything else)
+    return state
+
+
+def _from_cache_state(state: object) -> FeatureSet:
+    """The :class:`FeatureSet` of a :func:`_cache_state` dict; raises ``ValueError`` on anything else."""
+    fields = set(FeatureSet.__dataclass_fields__)
+    if not isinstance(state, dict) or set(state) != fields:
+        raise ValueError(f"not a FeatureSet state (keys {sorted(state) if isinstance(state, dict) else type(state)})")
+    adjacency = state["adjacency"]
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": the ops used here are stable
+        warnings.simplefilter("ignore", UserWarning)
+        state = {**state, "adjacency": torch.sparse_csr_tensor(
+            adjacency["crow_indices"], adjacency["col_indices"], adjacency["values"],
+            size=tuple(adjacency["size"]), check_invariants=True)}
+    return FeatureSet(**state)
+
+
 def load_or_build_features(pair: KGPair, settings: FeatureSettings, cache_dir: str | Path | None) -> FeatureSet:
-    """Built features from the on-disk cache when the key matches, else build and store them atomically."""
+    """Built features from the on-disk cache when the key matches, else build and store them atomically.
+
+    Cache entries hold tensors and plain containers only and are read with ``torch.load(weights_only=True)``, which
+    builds no other object: a planted or corrupt entry is never executed -- it is ignored (warning) and rebuilt.
+    """
     if cache_dir is None:
         return build_features(pair, settings)
     cache_dir = Path(cache_dir) / "features"
     path = cache_dir / f"{pair.name}-{feature_cache_key(pair, settings)}.pt"
     if path.is_file():
         try:
-            state = torch.load(path, weights_only=False)
+            features = _from_cache_state(torch.load(path, weights_only=True))
             log.info("features loaded from cache %s", path)
-            return FeatureSet(**state)
-        except Exception as err:  # a corrupt cache entry is rebuilt, never trusted
-            log.warning("ignoring unreadable feature cache %s (%s)", path, err)
+            return features
+        except Exception as err:  # an unreadable or unsafe cache entry is rebuilt, never trusted
+            log.warning("ignoring unreadable feature cache %s (%s); rebuilding it", path, err)
     features = build_features(pair, settings)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    save_torch_atomic(path, features.__dict__)
+    save_torch_atomic(path, _cache_state(features))
     return features

@@ -4,6 +4,10 @@ A stage's key is a hash of the *content* of the input features it may read (grap
 table and mask -- never the gold links, which are not part of a :class:`FeatureSet`), of the stage's settings and
 of the key of the stage it starts from. Entries are ``<cache_dir>/seeds/<generator>/<stage>-<key>.pt``, written
 to a temporary file and renamed (a reader sees a complete entry or none); an unreadable entry is recomputed.
+
+Entries hold tensors and plain containers only (numpy arrays are stored as tensors and given back as arrays, numpy
+scalars as Python numbers) and are read with ``torch.load(weights_only=True)``, which builds no other object: a
+planted or corrupt entry is never executed -- it is ignored with a warning and the stage is recomputed.
 """
 
 from __future__ import annotations
@@ -24,8 +28,38 @@ log = logging.getLogger(__name__)
 
 __all__ = ["StageCache", "features_fingerprint", "stage_key"]
 
-CACHE_VERSION = 5  # bump when a stage computes something different from the same inputs and settings
-# (5: Stage I returns its seeds most similar first, which changes Stages II and III)
+CACHE_VERSION = 6  # bump when a stage computes something different from the same inputs and settings
+# (5: Stage I returns its seeds most similar first, which changes Stages II and III; 6: weights_only entries)
+
+_NDARRAY = "__ndarray__"  # marks a numpy array stored as a tensor
+
+
+def _to_safe(value: object) -> object:
+    """``value`` with numpy arrays as tagged tensors and numpy scalars as Python numbers (weights_only-loadable)."""
+    if isinstance(value, np.ndarray):
+        if value.dtype == object:
+            raise TypeError("a seed cache payload cannot hold object arrays")
+        return {_NDARRAY: torch.from_numpy(np.ascontiguousarray(value))}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Mapping):
+        return {key: _to_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_safe(item) for item in value)
+    if value is None or isinstance(value, (torch.Tensor, str, int, float, bool)):
+        return value
+    raise TypeError(f"a seed cache payload cannot hold a {type(value).__name__}")
+
+
+def _from_safe(value: object) -> object:
+    """The inverse of :func:`_to_safe`."""
+    if isinstance(value, dict):
+        if set(value) == {_NDARRAY} and isinstance(value[_NDARRAY], torch.Tensor):
+            return value[_NDARRAY].numpy()
+        return {key: _from_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_from_safe(item) for item in value)
+    return value
 
 
 def _update(digest, array: np.ndarray) -> None:
@@ -60,7 +94,7 @@ def stage_key(*parts: object) -> str:
 
 
 class StageCache:
-    """``load``/``save`` of one stage's payload (a dict of arrays, tensors and JSON-able values).
+    """``load``/``save`` of one stage's payload (a dict of numpy arrays, tensors and JSON-able values).
 
     Args:
         cache_dir: the run's cache root (``paths.cache_dir``); ``None`` disables caching.
@@ -78,9 +112,11 @@ class StageCache:
         if path is None or not path.is_file():
             return None
         try:
-            payload = torch.load(path, weights_only=False)
-        except Exception as err:  # a corrupt entry is recomputed, never trusted
-            log.warning("ignoring unreadable seed cache %s (%s)", path, err)
+            payload = _from_safe(torch.load(path, weights_only=True))
+            if not isinstance(payload, dict):
+                raise ValueError(f"holds a {type(payload).__name__}, not a dict")
+        except Exception as err:  # an unreadable or unsafe entry is recomputed, never trusted
+            log.warning("ignoring unreadable seed cache %s (%s); recomputing the stage", path, err)
             return None
         log.info("seed stage %s loaded from cache %s", stage, path)
         return payload
@@ -90,4 +126,4 @@ class StageCache:
         if path is None:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_torch_atomic(path, dict(payload))
+        save_torch_atomic(path, _to_safe(dict(payload)))
