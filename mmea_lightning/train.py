@@ -14,7 +14,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
+import sys
 from pathlib import Path
 
 import hydra
@@ -26,9 +28,12 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from mmea_lightning.atomic_files import write_json_atomic
+from mmea_lightning.data.errors import DataFormatError
+from mmea_lightning.data.splits import check_ratios
+from mmea_lightning.data.toy import NotGeneratedHere
 from mmea_lightning.lightning.callbacks import RunTimer
 from mmea_lightning.models.modalities import SURFACE_MODALITIES
-from mmea_lightning.run_lock import run_lock
+from mmea_lightning.run_lock import RunDirectoryBusy, run_lock
 from mmea_lightning.seeds.quality import quality_table
 
 log = logging.getLogger(__name__)
@@ -150,11 +155,26 @@ def recover_from_checkpoint(checkpoint: ModelCheckpoint, timer: RunTimer) -> Non
         timer.load_state_dict(states[timer.state_key])
 
 
+def check_settings(cfg: DictConfig) -> None:
+    """Refuse bad top-level settings before any data is read or anything is written (``ValueError`` with the fix)."""
+    check_ratios(cfg.get("seed_ratio"), cfg.get("val_ratio"))
+    for key in ("seed", "split_seed"):
+        value = cfg.get(key)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{key}={value!r} is not an integer: pass e.g. {key}=0.")
+    threads = cfg.get("threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads={threads!r}: pass a positive integer (threads=1 per job when jobs run side by "
+                         "side), or leave it unset (null) for torch's default.")
+    choose_test_checkpoint(str(cfg.get("test_checkpoint", "auto")), "gold")
+
+
 def run(cfg: DictConfig) -> dict:
     """Fit and test one configuration; returns what ``metrics.json`` holds.
 
     One process per run directory (:func:`~mmea_lightning.run_lock.run_lock`): a job that is still running elsewhere
     is refused, not trained twice in the same place."""
+    check_settings(cfg)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     with run_lock(output_dir):
@@ -261,9 +281,29 @@ def _run(cfg: DictConfig, output_dir: Path) -> dict:
     return summary
 
 
+#: errors whose message says what is wrong and how to fix it: printed alone, as the last line, without a traceback
+#: (``HYDRA_FULL_ERROR=1`` shows the traceback). ``ValueError`` covers the settings and data checks
+#: (:class:`~mmea_lightning.data.errors.DataFormatError` is one).
+USER_ERRORS = (ValueError, DataFormatError, RunDirectoryBusy, NotGeneratedHere, FileNotFoundError, ImportError)
+
+
+def report_user_error(err: BaseException) -> None:
+    """Print a user-facing error as the very last thing on stderr and exit with status 2."""
+    sys.stdout.flush()
+    print(f"[mmea-lightning] stopped ({type(err).__name__}; HYDRA_FULL_ERROR=1 shows the traceback):",
+          file=sys.stderr)
+    print(f"Error: {err}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    summary = run(cfg)
+    try:
+        summary = run(cfg)
+    except USER_ERRORS as err:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        report_user_error(err)
     value = summary.get("val/best_mrr")  # what sweepers optimise: validation, never test
     return None if value is None or math.isnan(value) else value
 

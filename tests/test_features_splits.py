@@ -109,7 +109,13 @@ def test_split_errors():
     with pytest.raises(ValueError, match="seed_ratio"):
         split_links(links, 1.2, 0.1, 0)
     with pytest.raises(ValueError, match="the train split is empty"):
-        split_links(links, 0.1, 0.0, 0)
+        split_links(links, 0.1, 0.1, 0)
+    with pytest.raises(ValueError, match="leaves no validation links"):  # issue 27: it validated on training links
+        split_links(links, 0.6, 0.0, 0)
+    with pytest.raises(ValueError, match="more links for validation than for training"):  # issue 27: 1 training link
+        split_links(links, 0.6, 0.99, 0)
+    with pytest.raises(ValueError, match="is not a number"):
+        split_links(links, "abc", 0.1, 0)
     with pytest.raises(ValueError, match="valid split is empty"):
         split_links(links, 0.6, 0.1, 0)
 

@@ -3,11 +3,20 @@ different experiment, and bad settings end in one clear error."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
+
+from mmea_lightning.data.toy import generate_toy_pair
 from mmea_lightning.train import run
 
 from .conftest import make_config
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _tree(root: Path) -> dict[str, tuple[bytes, int]]:
@@ -31,3 +40,41 @@ def test_default_run_with_mmea_data_dir_leaves_the_data_root_alone(tmp_path, cac
     assert _tree(user_root) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mmkg", "run"]
     assert (cache_dir / "toy" / "TOY" / "pair" / "ill_ent_ids").is_file()
+
+
+def _cli(args: list[str], tmp_path: Path, cache_dir: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "MMEA_DATA_DIR")}
+    env.update(MMEA_CACHE_DIR=str(cache_dir), WANDB_MODE="offline")
+    return subprocess.run([sys.executable, "-m", "mmea_lightning.train", "logger=none", "model.max_epochs=1",
+                           "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path / 'run'}", *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["seed_ratio=abc"], "seed_ratio='abc' is not a number"),
+    (["val_ratio=0"], "val_ratio=0.0 leaves no validation links"),
+    (["val_ratio=0.99"], "val_ratio=0.99 keeps more links for validation than for training"),
+    (["test_checkpoint=newest"], "test_checkpoint='newest'"),
+])
+def test_bad_settings_end_in_one_clear_last_line(args, message, tmp_path, cache_dir):
+    """Defects 7-8: ``seed_ratio=abc`` was a TypeError traceback, ``val_ratio=0`` validated on the training links and
+    ``val_ratio=0.99`` trained on one link; now each is refused before anything runs, the error printed last."""
+    result = _cli(args, tmp_path, cache_dir)
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: ") and message in last, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_a_data_error_names_file_and_line_last(tmp_path, cache_dir):
+    root = tmp_path / "toyroot"
+    shutil.copytree(cache_dir / "toy", root) if (cache_dir / "toy").exists() else generate_toy_pair(root)
+    links = root / "TOY" / "pair" / "ill_ent_ids"
+    lines = links.read_text().splitlines()
+    lines[4] = "12\tnot-an-id"
+    links.write_text("\n".join(lines) + "\n")
+    result = _cli([f"data_dir={root}"], tmp_path, cache_dir)
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"Error: {links}, line 5:") and "Fix:" in last and "Traceback" not in result.stderr

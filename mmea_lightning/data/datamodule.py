@@ -162,8 +162,8 @@ class AlignmentDataModule(L.LightningDataModule):
                           collate_fn=_links_only)
 
     def val_dataloader(self) -> DataLoader:
-        links = self.split.valid if len(self.split.valid) else self.split.train
-        return _one_batch(links)
+        # never the training links: a split without validation links is refused when it is made (check_ratios)
+        return _one_batch(self.split.valid)
 
     def test_dataloader(self) -> DataLoader:
         return _one_batch(self.split.test)

@@ -13,6 +13,33 @@ from pathlib import Path
 import numpy as np
 
 TEST_LINK_CHOICES = ("split", "all")  # the test links of unsupervised runs: the gold split's, or every gold link
+MAX_VAL_RATIO = 0.5  # above it, validation would hold more links than training
+
+
+def check_ratios(seed_ratio: object, val_ratio: object) -> tuple[float, float]:
+    """``(seed_ratio, val_ratio)`` as floats, or a ``ValueError`` that says which setting is wrong and the fix.
+
+    ``seed_ratio`` must be a number in ``(0, 1)``; ``val_ratio`` a number in ``(0, 0.5]``: ``0`` would leave nothing
+    to validate on (validating on the training links would select checkpoints on what the model was fitted to), and
+    more than half would train on fewer links than it validates on (``val_ratio=0.99`` trains on one link).
+    """
+    values = []
+    for name, value in (("seed_ratio", seed_ratio), ("val_ratio", val_ratio)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{name}={value!r} is not a number: pass a share, e.g. {name}="
+                             f"{'0.3' if name == 'seed_ratio' else '0.1'}.")
+        values.append(float(value))
+    seed_ratio, val_ratio = values
+    if not 0.0 < seed_ratio < 1.0:
+        raise ValueError(f"seed_ratio={seed_ratio} must be in (0, 1): it is the share of gold links used to train.")
+    if val_ratio <= 0.0:
+        raise ValueError(f"val_ratio={val_ratio} leaves no validation links; validating on the training links would "
+                         "select checkpoints on what the model was fitted to. Use a positive share (the papers' "
+                         "protocols here: 0.05-0.1).")
+    if val_ratio > MAX_VAL_RATIO:
+        raise ValueError(f"val_ratio={val_ratio} keeps more links for validation than for training; use a share "
+                         f"<= {MAX_VAL_RATIO} (the papers' protocols here: 0.05-0.1).")
+    return seed_ratio, val_ratio
 
 
 @dataclass(frozen=True)
@@ -34,17 +61,14 @@ class LinkSplit:
 
 def split_links(links: np.ndarray, seed_ratio: float, val_ratio: float, split_seed: int) -> LinkSplit:
     """Shuffle ``links`` ``(L, 2)`` with ``split_seed`` and cut them (see the module doc)."""
-    if not 0.0 < seed_ratio < 1.0:
-        raise ValueError(f"seed_ratio={seed_ratio} must be in (0, 1): it is the share of gold links used to train.")
-    if not 0.0 <= val_ratio < 1.0:
-        raise ValueError(f"val_ratio={val_ratio} must be in [0, 1): the share of training links kept for validation.")
+    seed_ratio, val_ratio = check_ratios(seed_ratio, val_ratio)
     order = np.random.default_rng(split_seed).permutation(len(links))
     shuffled = links[order]
     n_train = int(len(links) * seed_ratio)
     n_valid = int(round(n_train * val_ratio))
     split = LinkSplit(train=shuffled[n_valid:n_train], valid=shuffled[:n_valid], test=shuffled[n_train:])
     for name, size in split.sizes().items():
-        if size == 0 and not (name == "valid" and val_ratio == 0.0):
+        if size == 0:
             raise ValueError(
                 f"the {name} split is empty ({len(links)} gold links, seed_ratio={seed_ratio}, val_ratio={val_ratio}); "
                 "raise seed_ratio/val_ratio or use a dataset with more gold links."
@@ -68,13 +92,13 @@ def unsupervised_split(seed_links: np.ndarray, gold_links: np.ndarray, seed_rati
     """
     if test_links not in TEST_LINK_CHOICES:
         raise ValueError(f"test_links={test_links!r}; choose among {list(TEST_LINK_CHOICES)}")
-    if not 0.0 <= val_ratio < 1.0:
-        raise ValueError(f"val_ratio={val_ratio} must be in [0, 1): the share of pseudo seeds kept for validation.")
+    seed_ratio, val_ratio = check_ratios(seed_ratio, val_ratio)
     seed_links = np.asarray(seed_links, dtype=np.int64).reshape(-1, 2)
     order = np.random.default_rng(split_seed).permutation(len(seed_links))
     n_valid = int(round(len(seed_links) * val_ratio))
     valid, train = seed_links[np.sort(order[:n_valid])], seed_links[np.sort(order[n_valid:])]
-    if len(train) == 0:
-        raise ValueError(f"no pseudo seed is left for training ({len(seed_links)} seeds, val_ratio={val_ratio}).")
+    if len(train) == 0 or len(valid) == 0:
+        raise ValueError(f"{len(seed_links)} pseudo seeds give {len(train)} training and {len(valid)} validation links "
+                         f"at val_ratio={val_ratio}: both need at least one; raise the generator's seed budget.")
     test = split_links(gold_links, seed_ratio, val_ratio, split_seed).test if test_links == "split" else gold_links
     return LinkSplit(train=train, valid=valid, test=np.asarray(test, dtype=np.int64).reshape(-1, 2))
