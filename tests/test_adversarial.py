@@ -20,7 +20,7 @@ from mmea_lightning.data.features import (
     feature_cache_key,
     load_or_build_features,
 )
-from mmea_lightning.data.loader import load_pair
+from mmea_lightning.data.loader import DatasetSpec, load_pair
 from mmea_lightning.data.readers import read_image_features
 from mmea_lightning.data.toy import generate_toy_pair
 from mmea_lightning.seeds.cache import StageCache
@@ -120,3 +120,70 @@ def test_seed_cache_round_trips_numpy_payloads(tmp_path):
     assert torch.equal(loaded["extra"]["state_dict"]["w"], torch.ones(2))
     assert loaded["info"] == {"weights": {"a": 0.25}, "count": 2, "clusters": [{"x": None}]}
     assert loaded["seconds"] == 1.5
+
+
+# ------------------------------------------------------------------------------------- 2. bad input
+
+TINY = {
+    "P/ent_ids_1": "0\ta\n1\tb\n2\tc\n",
+    "P/ent_ids_2": "3\tA\n4\tB\n5\tC\n",
+    "P/triples_1": "0\t0\t1\n1\t1\t2\n",
+    "P/triples_2": "3\t0\t4\n4\t1\t5\n",
+    "P/ill_ent_ids": "0\t3\n1\t4\n2\t5\n",
+    "P/training_attrs_1": "a\tborn\nb\tdied\n",
+    "P/training_attrs_2": "A\tborn\nC\tdied\n",
+}
+
+
+def tiny_root(tmp_path: Path, **files: str | bytes) -> Path:
+    """A three-links pair under ``tmp_path/root``; ``files`` (``P__triples_2=...``) replace or add files."""
+    root = tmp_path / "root"
+    contents = {**TINY, **{name.replace("__", "/"): text for name, text in files.items()}}
+    for name, text in contents.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(text, bytes):
+            path.write_bytes(text)
+        else:
+            path.write_text(text, encoding="utf-8")
+    return root
+
+
+def tiny_spec(**overrides) -> DatasetSpec:
+    return DatasetSpec(**{"name": "tiny", "folder": "P", "names_from_uri": False, **overrides})
+
+
+def expect(err: pytest.ExceptionInfo, path: Path, line: int | None, *words: str) -> None:
+    assert err.value.path == str(path), err.value
+    assert err.value.line == line, err.value
+    message = str(err.value)
+    assert all(word in message for word in words) and "Fix:" in message, message
+
+
+def test_tiny_pair_loads(tmp_path):
+    pair = load_pair(tiny_spec(), tiny_root(tmp_path))
+    assert pair.counts()["gold_links"] == 3 and pair.available_modalities()["structure"]
+
+
+@pytest.mark.parametrize("links, line, words", [
+    ("0\t3\n1\t4\n0\t5\n", 3, ("KG1 entity 0", "line 1", "line 3")),
+    ("0\t3\n1\t4\n2\t3\n", 3, ("KG2 entity 3", "line 1", "line 3")),
+])
+def test_gold_links_must_be_one_to_one(tmp_path, links, line, words):
+    root = tiny_root(tmp_path, P__ill_ent_ids=links)
+    with pytest.raises(DataFormatError) as err:
+        load_pair(tiny_spec(), root)
+    expect(err, root / "P/ill_ent_ids", line, "1-to-1", *words)
+
+
+def test_many_to_one_gold_links_of_a_published_release_are_kept_with_a_note(tmp_path, caplog):
+    root = tiny_root(tmp_path, P__ill_ent_ids="0\t3\n1\t4\n2\t3\n")
+    with pytest.raises(DataFormatError):  # the declared count differs: not the published release
+        load_pair(tiny_spec(expected_counts={"gold_links": 2}), root)
+    for spec_ in (tiny_spec(expected_counts={"gold_links": 3}), tiny_spec(gold_one_to_one=False)):
+        pair = load_pair(spec_, root)
+        assert len(pair.gold_links) == 3
+        assert any("not 1-to-1" in note and "line 3" in note for note in pair.notes)
+    assert "not 1-to-1" in caplog.text
+    with pytest.raises(DataFormatError):
+        load_pair(tiny_spec(expected_counts={"gold_links": 3}, gold_one_to_one=True), root)

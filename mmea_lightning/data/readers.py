@@ -1,7 +1,8 @@
 """Readers for every file of the ``mmkg`` layout (see ``../shared/data/README.md`` for the formats).
 
-Each reader validates strictly: a malformed line, an id outside the entity files, a duplicate gold link or a
-missing file raise :class:`DataFormatError` naming the file, the line and the fix.
+Each reader validates strictly: a malformed line, an id outside the entity files, a duplicate gold link, an
+entity linked twice (the gold alignment is 1-to-1) or a missing file raise :class:`DataFormatError` naming the
+file, the line and the fix.
 
 Image feature pickles are never passed to ``pickle.load``: a restricted unpickler builds only plain containers,
 numbers and numpy arrays, and refuses any other global (which could run code) with a :class:`DataFormatError`.
@@ -97,13 +98,21 @@ def read_triples(path: str | Path, valid_ids: np.ndarray, num_entities: int) -> 
     return np.asarray(rows, dtype=np.int64).reshape(-1, 3)
 
 
-def read_links(path: str | Path, kg1_ids: np.ndarray, kg2_ids: np.ndarray, num_entities: int) -> np.ndarray:
-    """``kg1_id<TAB>kg2_id`` gold links -> ``(L, 2)``; rejects unknown ids, wrong sides and duplicate links."""
+def read_links(path: str | Path, kg1_ids: np.ndarray, kg2_ids: np.ndarray, num_entities: int,
+               conflicts: list[DataFormatError] | None = None) -> np.ndarray:
+    """``kg1_id<TAB>kg2_id`` gold links -> ``(L, 2)``.
+
+    Rejects unknown ids, wrong sides, duplicate links and any entity linked twice (the gold alignment is 1-to-1:
+    the error names both lines). With a ``conflicts`` list, links that break 1-to-1 are kept and their errors
+    appended there instead (the caller decides whether the release's many-to-one links are acceptable).
+    """
     path = _require(Path(path), "gold link (ill_ent_ids)")
     side = np.zeros(num_entities, dtype=np.int8)
     side[kg1_ids] = 1
     side[kg2_ids] = 2
     seen: dict[tuple[int, int], int] = {}
+    left_line: dict[int, tuple[int, int]] = {}  # kg1 id -> (line, kg2 id) of its link
+    right_line: dict[int, tuple[int, int]] = {}  # kg2 id -> (line, kg1 id)
     rows: list[tuple[int, int]] = []
     for number, fields in _lines(path):
         if len(fields) != 2:
@@ -120,7 +129,22 @@ def read_links(path: str | Path, kg1_ids: np.ndarray, kg2_ids: np.ndarray, num_e
         if (a, b) in seen:
             raise DataFormatError(path, f"duplicate gold link ({a}, {b}), first on line {seen[(a, b)]}.",
                                   line=number, fix="remove the repeated line.")
+        for ent, other, taken, side_name in ((a, b, left_line, "KG1"), (b, a, right_line, "KG2")):
+            if ent in taken:
+                first, partner = taken[ent]
+                error = DataFormatError(
+                    path, f"{side_name} entity {ent} is linked on line {first} (to {partner}) and again on line "
+                    f"{number} (to {other}); the gold alignment must be 1-to-1, else one entity can sit on both "
+                    "sides of a train/test split.", line=number,
+                    fix=f"keep one of lines {first} and {number} (the correct counterpart of {ent}); to keep a "
+                    "published release's many-to-one links as they are, set gold_one_to_one: false in the dataset "
+                    "config.")
+                if conflicts is None:
+                    raise error
+                conflicts.append(error)
         seen[(a, b)] = number
+        left_line.setdefault(a, (number, b))
+        right_line.setdefault(b, (number, a))
         rows.append((a, b))
     if not rows:
         raise DataFormatError(path, "no gold links.", fix="ill_ent_ids must hold at least one link.")
