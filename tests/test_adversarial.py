@@ -187,3 +187,20 @@ def test_many_to_one_gold_links_of_a_published_release_are_kept_with_a_note(tmp_
     assert "not 1-to-1" in caplog.text
     with pytest.raises(DataFormatError):
         load_pair(tiny_spec(expected_counts={"gold_links": 3}, gold_one_to_one=True), root)
+
+
+@pytest.mark.parametrize("name", ["triples_1", "triples_2"])
+def test_empty_triples_file_is_refused(tmp_path, name):
+    root = tiny_root(tmp_path, **{f"P__{name}": "\n"})
+    with pytest.raises(DataFormatError) as err:
+        load_pair(tiny_spec(), root)
+    expect(err, root / "P" / name, None, "no triples")
+
+
+def test_graph_without_edges_is_never_structure_present(tmp_path, caplog):
+    root = tiny_root(tmp_path, P__triples_2="3\t0\t3\n")  # one self-loop: no edge between two entities
+    pair = load_pair(tiny_spec(), root)
+    assert not pair.available_modalities()["structure"]
+    assert any("triples_2" in note and "no edge" in note for note in pair.notes) and "no edge" in caplog.text
+    features = build_features(pair, FeatureSettings())
+    assert not features.present["structure"] and not features.info["modalities_present"]["structure"]

@@ -73,8 +73,11 @@ class FeatureSet:
 
     @property
     def present(self) -> dict[str, bool]:
-        """Modality name -> really built from data (``structure`` is the graph)."""
-        out = {"structure": int(self.edge_index.shape[1]) > 0}
+        """Modality name -> really built from data (``structure``: the graph has edges in both graphs)."""
+        kg1 = torch.zeros(self.num_entities, dtype=torch.bool)
+        kg1[self.kg1_ids] = True
+        in_kg1 = kg1[self.edge_index[0]]  # an edge never joins the two graphs
+        out = {"structure": bool(in_kg1.any()) and bool((~in_kg1).any())}
         out.update({name: True for name in self.modalities})
         return out
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from mmea_lightning.data.errors import DataFormatError
-from mmea_lightning.data.pair import KGPair
+from mmea_lightning.data.pair import KGPair, has_edge
 from mmea_lightning.data.readers import (
     name_from_uri,
     read_attribute_keys,
@@ -145,6 +145,10 @@ def load_pair(spec: DatasetSpec, root: str | Path) -> KGPair:
     triples1 = read_triples(folder / "triples_1", ids1, num_entities)
     triples2 = read_triples(folder / "triples_2", ids2, num_entities)
     files.update(triples_1=str(folder / "triples_1"), triples_2=str(folder / "triples_2"))
+    for name, triples in (("triples_1", triples1), ("triples_2", triples2)):
+        if not has_edge(triples):
+            _warn(notes, f"{folder / name}: no edge between two different entities (self-loops only): the graph "
+                         "has no structure, so structure is reported absent")
     conflicts: list[DataFormatError] = []
     links = read_links(folder / "ill_ent_ids", ids1, ids2, num_entities, conflicts=conflicts)
     files["ill_ent_ids"] = str(folder / "ill_ent_ids")

@@ -69,12 +69,21 @@ class KGPair:
         }
 
     def available_modalities(self) -> dict[str, bool]:
-        """Which raw modalities this pair really carries (an absent one is never faked)."""
+        """Which raw modalities this pair really carries (an absent one is never faked).
+
+        ``structure`` needs an edge between two different entities in *both* graphs: a graph without one (no
+        triple, or self-loops only) has no structure to align.
+        """
         return {
-            "structure": len(self.triples1) + len(self.triples2) > 0,
+            "structure": has_edge(self.triples1) and has_edge(self.triples2),
             "relation": len(self.triples1) + len(self.triples2) > 0,
             "attribute": len(self.attribute_pairs) > 0,
             "numeric": len(self.numeric_values) > 0,
             "image": bool(self.image_features),
             "name": any(n for n in self.names),
         }
+
+
+def has_edge(triples: np.ndarray) -> bool:
+    """Whether ``triples (T, 3)`` hold a triple between two different entities (a graph edge)."""
+    return bool(len(triples)) and bool((triples[:, 0] != triples[:, 2]).any())

@@ -77,7 +77,12 @@ def read_entity_ids(path: str | Path) -> tuple[np.ndarray, list[str]]:
 
 
 def read_triples(path: str | Path, valid_ids: np.ndarray, num_entities: int) -> np.ndarray:
-    """``head<TAB>relation<TAB>tail`` -> ``(T, 3)``; heads/tails must belong to ``valid_ids`` (this graph)."""
+    """``head<TAB>relation<TAB>tail`` -> ``(T, 3)``; heads/tails must belong to ``valid_ids`` (this graph).
+
+    A file without any triple is a :class:`DataFormatError`, not a warning: every aligner here propagates over the
+    graph, and a benchmark graph without a single triple is a broken download or conversion -- reporting its
+    structure (or running structure-based aligners on it) would be a silently wrong result.
+    """
     path = _require(Path(path), "triple")
     valid = np.zeros(num_entities, dtype=bool)
     valid[valid_ids] = True
@@ -95,6 +100,11 @@ def read_triples(path: str | Path, valid_ids: np.ndarray, num_entities: int) -> 
             raise DataFormatError(path, f"relation id {r} is negative.", line=number,
                                   fix="relation ids are non-negative integers.")
         rows.append((h, r, t))
+    if not rows:
+        raise DataFormatError(path, "no triples: this graph has no edge, so its structure (which every aligner "
+                              "uses) is missing.",
+                              fix="re-create the file from the benchmark release (one 'head<TAB>relation<TAB>tail' "
+                              "line per triple); both graphs of a pair need relation triples.")
     return np.asarray(rows, dtype=np.int64).reshape(-1, 3)
 
 
