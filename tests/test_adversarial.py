@@ -21,7 +21,7 @@ from mmea_lightning.data.features import (
     load_or_build_features,
 )
 from mmea_lightning.data.loader import DatasetSpec, load_pair
-from mmea_lightning.data.readers import read_image_features
+from mmea_lightning.data.readers import parse_numeric_value, read_image_features, read_numeric_triples
 from mmea_lightning.data.toy import generate_toy_pair
 from mmea_lightning.seeds.cache import StageCache
 
@@ -204,3 +204,26 @@ def test_graph_without_edges_is_never_structure_present(tmp_path, caplog):
     assert any("triples_2" in note and "no edge" in note for note in pair.notes) and "no edge" in caplog.text
     features = build_features(pair, FeatureSettings())
     assert not features.present["structure"] and not features.info["modalities_present"]["structure"]
+
+
+@pytest.mark.parametrize("value, words", [
+    ("1999-13-45", "month 13"),
+    ("1999-04-31", "day 31"),
+    ("1999-02-29", "day 29"),
+    ("1999-01-32", "day 32"),
+    ("19##-##-45", "day 45"),
+])
+def test_impossible_dates_are_refused(tmp_path, value, words):
+    path = tmp_path / "num.txt"
+    path.write_text(f"a\tx\t1.0\na\tbirth\t{value}\n", encoding="utf-8")
+    with pytest.raises(DataFormatError) as err:
+        read_numeric_triples(path, {"a": 0})
+    expect(err, path, 2, value, words)
+
+
+def test_possible_and_partly_unknown_dates_are_accepted():
+    assert parse_numeric_value("2000-02-29") == pytest.approx(2000 + 1 / 12 + 28 / 365)
+    assert parse_numeric_value("19##-02-29") == pytest.approx(1900 + 1 / 12 + 28 / 365)  # the year may be leap
+    assert parse_numeric_value("1951-##-31") == pytest.approx(1951 + 30 / 365)
+    assert parse_numeric_value("1957-9-0") == pytest.approx(1957 + 8 / 12)  # DB15K's 0: unknown, as '#'
+    assert parse_numeric_value("1965-0-0") == 1965.0

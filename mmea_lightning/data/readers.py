@@ -179,26 +179,49 @@ def read_attribute_keys(path: str | Path, uri_to_id: dict[str, int]) -> tuple[li
     return pairs, skipped
 
 
+class ImpossibleDateError(ValueError):
+    """A date-shaped value whose month or day cannot exist (``1999-13-45``, ``1999-02-29``)."""
+
+
+_DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
 def parse_numeric_value(text: str) -> float:
     """A float, or an ISO-like date ``YYYY-MM-DD`` as a fractional year.
 
-    YAGO writes unknown digits as ``#``: an unknown month/day counts as January/the 1st, unknown year digits as 0
-    (``19##-##-##`` -> 1900.0, the start of the known range).
+    YAGO writes unknown digits as ``#`` and DB15K writes an unknown month/day as ``0``: an unknown month/day counts
+    as January/the 1st, unknown year digits as 0 (``19##-##-##`` -> 1900.0, the start of the known range).
+    A month above 12 or a day the month does not have (``1999-02-29``; with unknown year digits February has 29)
+    raises :class:`ImpossibleDateError` -- never clamped into a plausible date.
     """
     text = text.strip().strip('"')
     try:
         value = float(text)
     except ValueError:
-        match = _DATE.match(text)
-        if match is None:
-            raise ValueError(text) from None
-        year = int(match.group(1).replace("#", "0"))
-        month = int(match.group(2)) if "#" not in match.group(2) else 1
-        day = int(match.group(3)) if "#" not in match.group(3) else 1
-        return year + (min(max(month, 1), 12) - 1) / 12.0 + (min(max(day, 1), 31) - 1) / 365.0
+        return _parse_date(text)
     if not math.isfinite(value):
         raise ValueError(text)
     return value
+
+
+def _parse_date(text: str) -> float:
+    """``YYYY-MM-DD`` (``#`` digits, ``0`` month/day: unknown) as a fractional year; see :func:`parse_numeric_value`."""
+    match = _DATE.match(text)
+    if match is None:
+        raise ValueError(text)
+    year_text, month_text, day_text = match.groups()
+    year = int(year_text.replace("#", "0"))
+    month = int(month_text) if "#" not in month_text else 0
+    day = int(day_text) if "#" not in day_text else 0
+    if month > 12:
+        raise ImpossibleDateError(f"month {month} does not exist (1-12; 0 or '#' for unknown)")
+    longest = _DAYS_IN_MONTH[month - 1] if month else 31
+    if month == 2 and "#" not in year_text and not (year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)):
+        longest = 28
+    if day > longest:
+        where = f"month {month} of {year}" if month else "any month"
+        raise ImpossibleDateError(f"day {day} does not exist in {where}")
+    return year + (max(month, 1) - 1) / 12.0 + (max(day, 1) - 1) / 365.0
 
 
 def read_numeric_triples(path: str | Path, uri_to_id: dict[str, int]) -> tuple[list[tuple[int, str, float]], int]:
@@ -216,6 +239,10 @@ def read_numeric_triples(path: str | Path, uri_to_id: dict[str, int]) -> tuple[l
             continue
         try:
             value = parse_numeric_value(fields[2])
+        except ImpossibleDateError as err:
+            raise DataFormatError(path, f"value {fields[2]!r} is an impossible date: {err}.", line=number,
+                                  fix="write a real calendar date (YYYY-MM-DD), with '#' (or 0) for unknown "
+                                  "digits.") from None
         except ValueError:
             raise DataFormatError(path, f"value {fields[2]!r} is neither a finite number nor a date.",
                                   line=number, fix="write a number (12.5) or a date (1969-03-01).") from None
