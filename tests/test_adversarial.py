@@ -227,3 +227,21 @@ def test_possible_and_partly_unknown_dates_are_accepted():
     assert parse_numeric_value("1951-##-31") == pytest.approx(1951 + 30 / 365)
     assert parse_numeric_value("1957-9-0") == pytest.approx(1957 + 8 / 12)  # DB15K's 0: unknown, as '#'
     assert parse_numeric_value("1965-0-0") == 1965.0
+
+
+def test_huge_relation_ids_cost_no_memory(tmp_path):
+    import tracemalloc
+
+    root = tiny_root(tmp_path, P__triples_1="0\t50000000\t1\n1\t7\t2\n", P__triples_2="3\t50000000\t4\n4\t9\t5\n")
+    tracemalloc.start()
+    try:
+        pair = load_pair(tiny_spec(), root)
+        features = build_features(pair, FeatureSettings())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+    assert pair.num_relations == 3 and pair.relation_ids.tolist() == [7, 9, 50000000]
+    assert pair.relation_ids[pair.triples1[0, 1]] == 50000000  # the original id is kept for reporting
+    assert features.modalities["relation"].shape == (6, 3)
+    assert features.modalities["relation"][0].sum() == 1 and features.modalities["relation"][1].sum() == 2

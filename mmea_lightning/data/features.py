@@ -128,10 +128,11 @@ def relation_features(pair: KGPair, top_k: int) -> np.ndarray:
     """
     triples = pair.triples
     top = [r for r, _ in Counter(triples[:, 1].tolist()).most_common(top_k)]
-    index = np.full(pair.num_relations, -1, dtype=np.int64)
-    index[top] = np.arange(len(top))
+    relations, dense = np.unique(triples[:, 1], return_inverse=True)  # sized by the relations, never the largest id
+    index = np.full(len(relations), -1, dtype=np.int64)
+    index[np.searchsorted(relations, top)] = np.arange(len(top))
     out = np.zeros((pair.num_entities, len(top)), dtype=np.float32)
-    col = index[triples[:, 1]]
+    col = index[dense]
     keep = col >= 0
     np.add.at(out, (triples[keep, 0], col[keep]), 1.0)
     np.add.at(out, (triples[keep, 2], col[keep]), 1.0)

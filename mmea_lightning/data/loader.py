@@ -161,7 +161,11 @@ def load_pair(spec: DatasetSpec, root: str | Path) -> KGPair:
         for conflict in conflicts:
             _warn(notes, f"gold links not 1-to-1, kept as published: {conflict.path}, line {conflict.line}: "
                          f"{conflict.problem}")
-    num_relations = int(max(triples1[:, 1].max(initial=-1), triples2[:, 1].max(initial=-1)) + 1)
+    # relation ids as a dense 0..R-1 range (order kept): memory follows the number of relations, not the largest id
+    relation_ids, dense = np.unique(np.concatenate([triples1[:, 1], triples2[:, 1]]), return_inverse=True)
+    triples1, triples2 = triples1.copy(), triples2.copy()
+    triples1[:, 1], triples2[:, 1] = dense[: len(triples1)], dense[len(triples1):]
+    num_relations = len(relation_ids)
 
     attr_pairs: list[tuple[int, str]] = []
     for name in spec.attributes:
@@ -219,6 +223,7 @@ def load_pair(spec: DatasetSpec, root: str | Path) -> KGPair:
         triples1=triples1,
         triples2=triples2,
         num_relations=num_relations,
+        relation_ids=relation_ids.astype(np.int64),
         gold_links=links,
         attribute_pairs=attribute_pairs,
         attribute_names=attribute_names,

@@ -18,7 +18,9 @@ class KGPair:
         uris: ``uris[i]`` is the URI of entity ``i``.
         kg1_ids / kg2_ids: sorted ids of the source / target graph's entities.
         triples1 / triples2: ``(T, 3)`` ``head, relation, tail`` of each graph.
-        num_relations: one more than the largest relation id seen.
+        num_relations: the number of distinct relations. Relation ids in ``triples1`` / ``triples2`` are dense,
+            ``0..num_relations-1`` (so memory depends on the number of relations, never on how large an id is).
+        relation_ids: ``relation_ids[r]`` is the relation id the files use for dense relation ``r`` (report these).
         gold_links: ``(L, 2)`` ``kg1_id, kg2_id`` -- the whole gold alignment, in file order.
         attribute_pairs: ``(P, 2)`` ``entity_id, attribute_index`` -- attribute keys (no values).
         attribute_names: ``attribute_names[k]`` names attribute index ``k``.
@@ -37,6 +39,7 @@ class KGPair:
     triples1: np.ndarray
     triples2: np.ndarray
     num_relations: int
+    relation_ids: np.ndarray
     gold_links: np.ndarray
     attribute_pairs: np.ndarray
     attribute_names: list[str]
