@@ -245,3 +245,58 @@ def test_huge_relation_ids_cost_no_memory(tmp_path):
     assert pair.relation_ids[pair.triples1[0, 1]] == 50000000  # the original id is kept for reporting
     assert features.modalities["relation"].shape == (6, 3)
     assert features.modalities["relation"][0].sum() == 1 and features.modalities["relation"][1].sum() == 2
+
+
+@pytest.mark.parametrize("content, words", [
+    ({}, ("no image vectors", "images: null")),
+    ({0: np.ones(3), 2: np.ones((2, 3))}, ("entity 2", "shape (2, 3)", "1-D")),
+    ({0: np.ones((1, 3))}, ("entity 0", "shape (1, 3)")),
+    ({0: np.ones(3), 4: "a photo"}, ("entity 4", "str")),
+    ({1: ["a", "b", "c"]}, ("entity 1", "list")),
+    ({1: None}, ("entity 1", "NoneType")),
+    ({1: {"v": np.ones(3)}}, ("entity 1", "dict")),
+    ({1: np.array(["a", "b"])}, ("entity 1", "<U1")),
+    ({True: np.ones(3)}, ("key True",)),
+])
+def test_bad_image_pickle_contents_are_refused(tmp_path, content, words):
+    path = tmp_path / "img.pkl"
+    path.write_bytes(pickle.dumps(content))
+    with pytest.raises(DataFormatError) as err:
+        read_image_features(path, 5)
+    expect(err, path, None, *words)
+
+
+def image_pair(tmp_path, vectors: dict) -> tuple:
+    path = tiny_root(tmp_path) / "pkls" / "img.pkl"
+    path.parent.mkdir()
+    path.write_bytes(pickle.dumps(vectors, protocol=4))
+    return load_pair(tiny_spec(images="pkls/img.pkl"), path.parents[1]), path
+
+
+def test_zero_image_vector_counts_as_missing(tmp_path, caplog):
+    rng = np.random.default_rng(0)
+    vectors = {i: rng.normal(size=4).astype(np.float32) for i in (0, 1, 3, 4)}
+    vectors[5] = np.zeros(4, dtype=np.float32)
+    pair, path = image_pair(tmp_path, vectors)
+    assert set(pair.image_features) == {0, 1, 3, 4} and pair.available_modalities()["image"]
+    assert any(str(path) in note and "all-zero" in note and "1 entit" in note for note in pair.notes)
+    assert "all-zero" in caplog.text
+    features = build_features(pair, FeatureSettings())
+    assert not features.masks["image"][5] and features.masks["image"][[0, 1, 3, 4]].all()
+    assert any("all-zero" in note for note in features.info["notes"])
+
+
+@pytest.mark.parametrize("kind", ["zero", "constant", "single"])
+def test_uninformative_images_make_the_modality_absent(tmp_path, caplog, kind):
+    if kind == "zero":
+        vectors = {i: np.zeros(4, dtype=np.float32) for i in range(6)}
+    elif kind == "constant":
+        vectors = {i: np.array([0.1, 0.2, 0.3, 0.4], dtype=np.float32) for i in range(6)}
+    else:
+        vectors = {0: np.ones(4, dtype=np.float32), **{i: np.zeros(4, dtype=np.float32) for i in range(1, 6)}}
+    pair, path = image_pair(tmp_path, vectors)
+    assert pair.image_features is None and not pair.available_modalities()["image"]
+    assert any(str(path) in note and "image modality is absent" in note for note in pair.notes)
+    assert "image modality is absent" in caplog.text
+    features = build_features(pair, FeatureSettings())
+    assert "image" not in features.modalities and not features.present.get("image")

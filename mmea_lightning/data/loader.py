@@ -115,6 +115,27 @@ def _warn(notes: list[str], message: str) -> None:
     notes.append(message)
 
 
+def informative_images(vectors: dict[int, np.ndarray], path: Path, notes: list[str]) -> dict[int, np.ndarray] | None:
+    """The image vectors that carry information, or ``None`` when none does; each drop is a recorded warning.
+
+    An all-zero vector says nothing about its entity: that entity counts as having no image (it then gets the
+    stand-in vector of entities without one, and ``masks['image']`` is false). When fewer than two different
+    vectors remain (all zero, all identical, or a single one), images cannot tell any entity from another: the image
+    modality is absent -- never reported as used.
+    """
+    zero = [ent for ent, vec in vectors.items() if not vec.any()]
+    if zero:
+        _warn(notes, f"{path}: {len(zero)} entit{'y has' if len(zero) == 1 else 'ies have'} an all-zero image "
+                     f"vector (e.g. entity {zero[0]}), counted as having no image")
+        vectors = {ent: vec for ent, vec in vectors.items() if vec.any()}
+    first = next(iter(vectors.values()), None)
+    if first is None or all(np.array_equal(vec, first) for vec in vectors.values()):  # stops at the first difference
+        what = "every vector is all-zero" if first is None else f"the {len(vectors)} non-zero vector(s) are identical"
+        _warn(notes, f"{path}: {what}, so images cannot tell entities apart: the image modality is absent")
+        return None
+    return vectors
+
+
 def load_pair(spec: DatasetSpec, root: str | Path) -> KGPair:
     """Read and validate every file of ``spec`` under ``root``."""
     root = Path(root)
@@ -210,7 +231,8 @@ def load_pair(spec: DatasetSpec, root: str | Path) -> KGPair:
 
     image_features = None
     if spec.images and (root / spec.images).is_file():
-        image_features = read_image_features(root / spec.images, num_entities)
+        image_features = informative_images(read_image_features(root / spec.images, num_entities),
+                                            root / spec.images, notes)
         files["images"] = str(root / spec.images)
     else:
         notes.append("no image features: the visual modality is absent")

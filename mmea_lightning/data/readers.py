@@ -343,6 +343,11 @@ class _FeatureUnpickler(pickle.Unpickler):
 def read_image_features(path: str | Path, num_entities: int) -> dict[int, np.ndarray]:
     """``pkls/*.pkl``: pickled ``dict[int entity_id -> vector]`` -> ``{id: float32 vector}`` (all one length).
 
+    Every value must be a 1-D, non-empty, finite numeric vector (a numpy array, or a list of numbers) of one
+    length; an empty dict, a string, a 2-D array (never silently flattened) or a key outside the entity ids is a
+    :class:`DataFormatError` naming the entity. All-zero or identical vectors are the loader's concern
+    (:func:`mmea_lightning.data.loader.informative_images`).
+
     The file is read with a restricted unpickler (:class:`_FeatureUnpickler`): only plain containers, numbers and
     numpy arrays / scalars / dtypes are built; a pickle naming any other global (which ``pickle.load`` would call)
     is refused with a :class:`DataFormatError` and never executed.
@@ -359,13 +364,17 @@ def read_image_features(path: str | Path, num_entities: int) -> dict[int, np.nda
     if not isinstance(raw, dict):
         raise DataFormatError(path, f"holds a {type(raw).__name__}, not a dict.",
                               fix="it must be a pickled dict mapping entity id -> numpy vector.")
+    if not raw:
+        raise DataFormatError(path, "holds an empty dict: no image vectors.",
+                              fix="remove the file, or set images: null in the dataset config, to run without "
+                              "images; else write the dict of entity id -> numpy vector.")
     features: dict[int, np.ndarray] = {}
     dim = None
     for key, vector in raw.items():
-        vec = np.asarray(vector, dtype=np.float32).reshape(-1)
-        if not isinstance(key, (int, np.integer)) or not 0 <= int(key) < num_entities:
+        if isinstance(key, bool) or not isinstance(key, (int, np.integer)) or not 0 <= int(key) < num_entities:
             raise DataFormatError(path, f"key {key!r} is not an entity id in 0..{num_entities - 1}.",
                                   fix="key the dict by the global entity ids of ent_ids_1/ent_ids_2.")
+        vec = _image_vector(path, int(key), vector)
         if dim is None:
             dim = vec.shape[0]
         if vec.shape[0] != dim or not np.isfinite(vec).all():
@@ -373,3 +382,21 @@ def read_image_features(path: str | Path, num_entities: int) -> dict[int, np.nda
                                   "non-finite values.", fix="store one finite vector of one length per entity.")
         features[int(key)] = vec
     return features
+
+
+def _image_vector(path: Path, entity: int, value: object) -> np.ndarray:
+    """``value`` as a float32 vector: a 1-D, non-empty array (or list) of real numbers, else a DataFormatError."""
+    fix = "store one 1-D numpy float vector per entity id (e.g. np.float32 of shape (d,))."
+    array = None
+    if isinstance(value, (np.ndarray, list, tuple)):
+        try:
+            array = np.asarray(value)
+        except ValueError:  # ragged nested lists
+            array = None
+    if array is None or array.dtype.kind not in "fiu":
+        what = type(value).__name__ if array is None else f"{type(value).__name__} of dtype {array.dtype}"
+        raise DataFormatError(path, f"the value of entity {entity} is a {what}, not a numeric vector.", fix=fix)
+    if array.ndim != 1 or array.shape[0] == 0:
+        raise DataFormatError(path, f"the vector of entity {entity} has shape {array.shape}; a 1-D, non-empty vector "
+                              "is expected (it is never flattened: its layout would be guessed).", fix=fix)
+    return array.astype(np.float32)
