@@ -300,3 +300,27 @@ def test_uninformative_images_make_the_modality_absent(tmp_path, caplog, kind):
     assert "image modality is absent" in caplog.text
     features = build_features(pair, FeatureSettings())
     assert "image" not in features.modalities and not features.present.get("image")
+
+
+def test_utf8_bom_does_not_drop_the_first_line(tmp_path):
+    bom = "\ufeff"
+    root = tiny_root(tmp_path, P__ent_ids_1=bom + TINY["P/ent_ids_1"], P__triples_1=bom + TINY["P/triples_1"],
+                     P__ill_ent_ids=bom + TINY["P/ill_ent_ids"], P__training_attrs_1=bom + TINY["P/training_attrs_1"],
+                     names__json=bom + '[[0, ["alpha"]], [3, ["alpha"]]]')
+    pair = load_pair(tiny_spec(names_json="names/json"), root)
+    assert (0, pair.attribute_names.index("born")) in set(map(tuple, pair.attribute_pairs.tolist()))
+    assert not any("skipped" in note for note in pair.notes)
+    assert pair.gold_links[0].tolist() == [0, 3] and pair.names[0] == "alpha" and pair.uris[0] == "a"
+
+
+@pytest.mark.parametrize("name, line", [
+    ("P/ent_ids_2", 2), ("P/triples_1", 2), ("P/ill_ent_ids", 3), ("P/training_attrs_2", 2), ("names/json", 3),
+])
+def test_non_utf8_bytes_name_the_file_and_line(tmp_path, name, line):
+    text = TINY.get(name, '[[0, ["alpha"]],\n[3, ["alpha"]],\n[4, ["beta"]]]')
+    lines = text.encode().split(b"\n")
+    lines[line - 1] = lines[line - 1].replace(b"\t", b"\xe9\t", 1).replace(b"beta", b"b\xe9ta")  # latin-1 'é'
+    root = tiny_root(tmp_path, **{name.replace("/", "__"): b"\n".join(lines)})
+    with pytest.raises(DataFormatError) as err:
+        load_pair(tiny_spec(names_json="names/json"), root)
+    expect(err, root / name, line, "UTF-8", "0xe9")

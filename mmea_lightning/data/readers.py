@@ -4,7 +4,8 @@ Each reader validates strictly: a malformed line, an id outside the entity files
 entity linked twice (the gold alignment is 1-to-1) or a missing file raise :class:`DataFormatError` naming the
 file, the line and the fix.
 
-Image feature pickles are never passed to ``pickle.load``: a restricted unpickler builds only plain containers,
+Text files are UTF-8 (a leading byte-order mark is ignored); other bytes are a :class:`DataFormatError` naming the
+line. Image feature pickles are never passed to ``pickle.load``: a restricted unpickler builds only plain containers,
 numbers and numpy arrays, and refuses any other global (which could run code) with a :class:`DataFormatError`.
 """
 
@@ -37,13 +38,33 @@ def _require(path: Path, what: str) -> Path:
     return path
 
 
+def _not_utf8(path: Path) -> DataFormatError:
+    """The error for a file that is not UTF-8: the line and byte of the first invalid sequence, and the fix."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        return DataFormatError(path, f"byte 0x{data[err.start]:02x} (byte {column} of the line) is not valid UTF-8 "
+                               f"({err.reason}).", line=line,
+                               fix="re-save the file as UTF-8 (e.g. iconv -f <its encoding> -t UTF-8).")
+    return DataFormatError(path, "is not valid UTF-8.", fix="re-save the file as UTF-8.")
+
+
 def _lines(path: Path) -> Iterator[tuple[int, list[str]]]:
-    """Yield ``(line_number, tab_fields)`` for each non-empty line (1-based numbers)."""
-    with open(path, encoding="utf-8") as handle:
-        for number, raw in enumerate(handle, start=1):
-            line = raw.rstrip("\n").rstrip("\r")
-            if line.strip():
-                yield number, line.split("\t")
+    """Yield ``(line_number, tab_fields)`` for each non-empty line (1-based numbers).
+
+    Files are UTF-8; a leading byte-order mark is dropped (it would otherwise stick to the first line's first field).
+    """
+    try:
+        with open(path, encoding="utf-8-sig") as handle:
+            for number, raw in enumerate(handle, start=1):
+                line = raw.rstrip("\n").rstrip("\r")
+                if line.strip():
+                    yield number, line.split("\t")
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
 
 
 def _int(path: Path, number: int, text: str, what: str) -> int:
@@ -254,7 +275,9 @@ def read_translated_names(path: str | Path, num_entities: int) -> dict[int, str]
     """DBP15K ``translated_ent_name`` JSON (list of ``[id, [token, ...]]``) -> ``{id: 'token token'}``."""
     path = _require(Path(path), "translated entity name")
     try:
-        records = json.loads(path.read_text(encoding="utf-8"))
+        records = json.loads(path.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
     except json.JSONDecodeError as err:
         raise DataFormatError(path, f"invalid JSON ({err.msg}).", line=err.lineno,
                               fix="the file must be a JSON list of [entity_id, [token, ...]].") from None
