@@ -324,3 +324,42 @@ def test_non_utf8_bytes_name_the_file_and_line(tmp_path, name, line):
     with pytest.raises(DataFormatError) as err:
         load_pair(tiny_spec(names_json="names/json"), root)
     expect(err, root / name, line, "UTF-8", "0xe9")
+
+
+# ------------------------------------------------------------------------------------- 3. path escape
+
+
+@pytest.mark.parametrize("name", ["../../x", "..", "a/b", "a\\b", ".hidden", "", "x/../..", "a b"])
+def test_dataset_name_must_be_one_safe_path_component(name):
+    with pytest.raises(ValueError) as err:
+        DatasetSpec.from_config({"name": name, "folder": "P"})
+    assert "dataset.name" in str(err.value) and "Fix:" in str(err.value)
+    with pytest.raises(ValueError):
+        DatasetSpec(name=name, folder="P")
+
+
+@pytest.mark.parametrize("key, value", [
+    ("folder", "../P"), ("folder", "/etc"), ("folder", "P/../../x"), ("folder", ""), ("folder", "C:\\data"),
+    ("attributes", ["training_attrs_1", "../../secret"]), ("numeric", ["/abs/num.txt"]),
+    ("names_json", "..\\names.json"), ("mid2name", "mmkb/../../mid"), ("images", "/tmp/evil.pkl"),
+])
+def test_dataset_file_paths_must_stay_under_the_root(key, value):
+    with pytest.raises(ValueError) as err:
+        DatasetSpec.from_config({"name": "ok", "folder": "P", key: value})
+    assert f"dataset.{key}" in str(err.value) and "Fix:" in str(err.value)
+
+
+def test_real_configs_pass_the_path_checks():
+    for name in ("fbdb15k", "dbp15k_zh_en", "openea_d_w_v1", "toy"):
+        assert spec(name).name == name
+
+
+def test_caches_never_write_outside_their_folder(toy_pair, tmp_path):
+    escaped = type(toy_pair)(**{**toy_pair.__dict__, "name": "../../escaped"})
+    with pytest.raises(ValueError, match="dataset.name"):
+        load_or_build_features(escaped, FeatureSettings(), tmp_path / "cache")
+    assert not list(tmp_path.rglob("*.pt"))
+    for name in ("../x", "a/b", ".."):
+        with pytest.raises(ValueError, match="seed generator name"):
+            StageCache(tmp_path, name)
+    assert StageCache(tmp_path, "psqe").path("stage1", "k").parent == tmp_path / "seeds" / "psqe"

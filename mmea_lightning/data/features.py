@@ -36,6 +36,7 @@ import scipy.sparse as sp
 import torch
 
 from mmea_lightning.atomic_files import save_torch_atomic
+from mmea_lightning.data.loader import check_path_component
 from mmea_lightning.data.pair import KGPair
 
 log = logging.getLogger(__name__)
@@ -323,7 +324,8 @@ def load_or_build_features(pair: KGPair, settings: FeatureSettings, cache_dir: s
     if cache_dir is None:
         return build_features(pair, settings)
     cache_dir = Path(cache_dir) / "features"
-    path = cache_dir / f"{pair.name}-{feature_cache_key(pair, settings)}.pt"
+    name = check_path_component(pair.name, "dataset.name")  # a name like '../x' would write outside the cache
+    path = cache_dir / f"{name}-{feature_cache_key(pair, settings)}.pt"
     if path.is_file():
         try:
             features = _from_cache_state(torch.load(path, weights_only=True))

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 
@@ -25,10 +26,43 @@ from mmea_lightning.data.readers import (
 
 log = logging.getLogger(__name__)
 
+_SAFE_COMPONENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def check_path_component(value: object, key: str) -> str:
+    """``value`` when it is safe as one file-name component (it names cache files), else a ``ValueError``.
+
+    Safe: ``[A-Za-z0-9][A-Za-z0-9_.-]*`` without ``..`` -- no separator, no parent reference, no hidden name, so
+    ``<cache_dir>/features/<value>-<key>.pt`` or ``<cache_dir>/seeds/<value>/`` stays inside its folder.
+    """
+    text = str(value) if value is not None else ""
+    if not _SAFE_COMPONENT.fullmatch(text) or ".." in text:
+        raise ValueError(f"{key}={value!r} is not a safe file name: it becomes part of cache paths, so it must be one "
+                         "path component of letters, digits, '_', '.' and '-' (starting with a letter or digit, no "
+                         f"'..', '/' or '\\'). Fix: rename it, e.g. {key}=fbdb15k.")
+    return text
+
+
+def check_relative_path(value: object, key: str) -> str:
+    """``value`` when it is a relative path that stays under the data root, else a ``ValueError``."""
+    text = str(value) if value is not None else ""
+    parts = re.split(r"[\\/]", text)
+    absolute = (PurePosixPath(text).is_absolute() or PureWindowsPath(text).is_absolute()
+                or bool(PureWindowsPath(text).drive) or text.startswith(("/", "\\")))
+    if not text or absolute or ".." in parts:
+        raise ValueError(f"{key}={value!r} must be a non-empty path relative to the data root without '..' parts "
+                         "(files are read under data_dir only). Fix: give the path below data_dir, e.g. "
+                         "folder: FBDB15K/norm, or point data_dir at the root that holds the files.")
+    return text
+
 
 @dataclass
 class DatasetSpec:
     """Where the files of one benchmark pair are, relative to the data root.
+
+    Names and paths are checked on construction (``ValueError`` naming the key and the fix): ``name`` becomes part
+    of cache file names, so it must be one safe path component; every file path is relative to the data root,
+    without ``..``.
 
     Attributes:
         name: the dataset's name (the config file's name).
@@ -65,6 +99,17 @@ class DatasetSpec:
     generator: str | None = None
     expected_counts: Mapping[str, int] = field(default_factory=dict)
     gold_one_to_one: bool | None = None
+
+    def __post_init__(self) -> None:
+        """Names that become path parts are single safe components; file paths stay under the data root."""
+        check_path_component(self.name, "dataset.name")
+        check_relative_path(self.folder, "dataset.folder")
+        for key in ("attributes", "numeric"):
+            for value in getattr(self, key):
+                check_relative_path(value, f"dataset.{key}")
+        for key in ("names_json", "mid2name", "images"):
+            if getattr(self, key) is not None:
+                check_relative_path(getattr(self, key), f"dataset.{key}")
 
     @classmethod
     def from_config(cls, cfg: Mapping) -> DatasetSpec:

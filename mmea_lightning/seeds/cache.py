@@ -23,6 +23,7 @@ import torch
 
 from mmea_lightning.atomic_files import save_torch_atomic
 from mmea_lightning.data.features import FeatureSet
+from mmea_lightning.data.loader import check_path_component
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +99,11 @@ class StageCache:
 
     Args:
         cache_dir: the run's cache root (``paths.cache_dir``); ``None`` disables caching.
-        generator: the generator's name (a sub-folder).
+        generator: the generator's name (a sub-folder): one safe path component, else a ``ValueError``.
     """
 
     def __init__(self, cache_dir: str | Path | None, generator: str):
+        generator = check_path_component(generator, "seed generator name")  # one folder under <cache_dir>/seeds
         self.root = None if cache_dir is None else Path(cache_dir) / "seeds" / generator
 
     def path(self, stage: str, key: str) -> Path | None:
