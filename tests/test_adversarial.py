@@ -6,6 +6,7 @@ recorded in the pair's ``notes`` -- never in code execution, a traceback or a si
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from mmea_lightning.data.features import (
     feature_cache_key,
     load_or_build_features,
 )
+from mmea_lightning.data.fingerprint import data_fingerprint
 from mmea_lightning.data.loader import DatasetSpec, load_pair
 from mmea_lightning.data.readers import parse_numeric_value, read_image_features, read_numeric_triples
 from mmea_lightning.data.toy import generate_toy_pair
@@ -363,3 +365,29 @@ def test_caches_never_write_outside_their_folder(toy_pair, tmp_path):
         with pytest.raises(ValueError, match="seed generator name"):
             StageCache(tmp_path, name)
     assert StageCache(tmp_path, "psqe").path("stage1", "k").parent == tmp_path / "seeds" / "psqe"
+
+
+# ------------------------------------------------------------------------------------- 4. content keys
+
+
+def test_feature_cache_key_follows_content_not_size_and_mtime(tmp_path):
+    root = tiny_root(tmp_path)
+    path = root / "P/triples_2"
+    stat = path.stat()
+    first = load_or_build_features(load_pair(tiny_spec(), root), FeatureSettings(), tmp_path / "cache")
+    path.write_text("3\t0\t5\n4\t1\t5\n", encoding="utf-8")  # same size, other edges
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
+    pair = load_pair(tiny_spec(), root)
+    second = load_or_build_features(pair, FeatureSettings(), tmp_path / "cache")
+    assert len(list((tmp_path / "cache/features").glob("*.pt"))) == 2
+    assert torch.equal(second.edge_index, build_features(pair, FeatureSettings()).edge_index)
+    assert not torch.equal(first.edge_index, second.edge_index)
+
+
+def test_data_fingerprint_hashes_content_independent_of_path(tmp_path):
+    one = load_pair(tiny_spec(), tiny_root(tmp_path / "one"))
+    two = load_pair(tiny_spec(), tiny_root(tmp_path / "two"))
+    other = load_pair(tiny_spec(), tiny_root(tmp_path / "other", P__triples_2="3\t0\t5\n4\t1\t5\n"))
+    assert data_fingerprint(one) == data_fingerprint(two) != data_fingerprint(other)
+    assert len(data_fingerprint(one)) == 64

@@ -36,6 +36,7 @@ import scipy.sparse as sp
 import torch
 
 from mmea_lightning.atomic_files import save_torch_atomic
+from mmea_lightning.data.fingerprint import file_sha256
 from mmea_lightning.data.loader import check_path_component
 from mmea_lightning.data.pair import KGPair
 
@@ -279,11 +280,14 @@ def build_features(pair: KGPair, settings: FeatureSettings) -> FeatureSet:
 
 
 def feature_cache_key(pair: KGPair, settings: FeatureSettings) -> str:
-    """A hash of the input files (path, size, mtime) and the settings."""
+    """A hash of the input files (path, size, mtime and the sha256 of their content) and the settings.
+
+    The content hash means different data never reuses an entry, even with the same size and mtime.
+    """
     stats = {}
     for role, path in sorted(pair.files.items()):
         st = Path(path).stat()
-        stats[role] = [str(Path(path).resolve()), st.st_size, st.st_mtime_ns]
+        stats[role] = [str(Path(path).resolve()), st.st_size, st.st_mtime_ns, file_sha256(path)]
     payload = json.dumps({"v": FEATURE_VERSION, "files": stats, "settings": asdict(settings)}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
