@@ -6,7 +6,9 @@ resolved ``config.yaml`` into the run directory.
 
 Re-running into the same directory (``hydra.run.dir=<run dir>``, or ``hydra.sweep.dir=<sweep dir>`` for a whole
 sweep) resumes: a run whose ``metrics.json`` exists is skipped, an interrupted one continues from
-``checkpoints/last.ckpt`` (``resume=false`` starts over).
+``checkpoints/last.ckpt`` (``resume=false`` starts over) -- both only when the directory's ``run_identity.json``
+(every result-relevant setting and the content hash of every input file, :mod:`mmea_lightning.run_identity`) equals
+this run's; otherwise the run is refused with the list of differences.
 """
 
 from __future__ import annotations
@@ -27,12 +29,15 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from mmea_lightning.atomic_files import write_json_atomic
+from mmea_lightning.atomic_files import write_json_atomic, write_text_atomic
 from mmea_lightning.data.errors import DataFormatError
+from mmea_lightning.data.fingerprint import input_digests
+from mmea_lightning.data.loader import DatasetSpec, resolve_root
 from mmea_lightning.data.splits import check_ratios
 from mmea_lightning.data.toy import NotGeneratedHere
 from mmea_lightning.lightning.callbacks import RunTimer
 from mmea_lightning.models.modalities import SURFACE_MODALITIES
+from mmea_lightning.run_identity import IDENTITY_FILE, check_same_run, run_identity
 from mmea_lightning.run_lock import RunDirectoryBusy, run_lock
 from mmea_lightning.seeds.quality import quality_table
 
@@ -60,46 +65,34 @@ def metrics_table(metrics: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-#: the config keys that decide a run's numbers; a finished run is only reused when they are unchanged
-RESULT_KEYS = ("dataset", "features", "seeds", "model", "seed", "split_seed", "seed_ratio", "val_ratio", "surface",
-               "training", "test")
-
-
-def _result_config(cfg: DictConfig) -> dict:
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    return {key: resolved.get(key) for key in RESULT_KEYS}
-
-
-def completed_run(cfg: DictConfig, output_dir: Path) -> dict | None:
-    """The stored summary when ``output_dir`` already holds a finished run of this very configuration.
+def completed_run(output_dir: Path, identity: dict) -> dict | None:
+    """The stored summary when ``output_dir`` already holds a finished run of this very experiment.
 
     Raises:
-        ValueError: the directory holds a finished run of a *different* configuration.
+        RunIdentityMismatch: the directory holds a finished run of different settings or data.
     """
-    metrics_path, config_path = output_dir / "metrics.json", output_dir / "config.yaml"
+    metrics_path = output_dir / "metrics.json"
     if not metrics_path.is_file():
         return None
-    stored = OmegaConf.load(config_path) if config_path.is_file() else None
-    if stored is None or _result_config(stored) != _result_config(cfg):
-        raise ValueError(
-            f"{metrics_path} holds a finished run of a different configuration (compare {config_path}); "
-            "write this run elsewhere (hydra.run.dir=... / hydra.sweep.dir=...) or delete that directory"
-        )
+    check_same_run(output_dir, identity, f"a finished run ({metrics_path})")
     return json.loads(metrics_path.read_text())
 
 
-def resume_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:
+def resume_checkpoint(cfg: DictConfig, output_dir: Path, identity: dict) -> str | None:
     """``ckpt_path`` when given, else the interrupted run's ``checkpoints/last.ckpt`` (with ``resume=true``)."""
     if cfg.get("ckpt_path"):
         return str(cfg.ckpt_path)
     last = output_dir / "checkpoints" / "last.ckpt"
     if not (cfg.get("resume", True) and last.is_file()):
         return None
-    config_path = output_dir / "config.yaml"
-    if not config_path.is_file() or _result_config(OmegaConf.load(config_path)) != _result_config(cfg):
-        raise ValueError(f"{last} belongs to a different configuration (compare {config_path}); write this run "
-                         "elsewhere (hydra.run.dir=...), delete that directory, or pass resume=false")
+    check_same_run(output_dir, identity, f"an interrupted run ({last})")
     return str(last)
+
+
+def input_fingerprint(cfg: DictConfig) -> dict[str, str]:
+    """The content fingerprint of the dataset's input files (the toy pair is generated first if needed)."""
+    spec = DatasetSpec.from_config(OmegaConf.to_container(cfg.dataset, resolve=True))
+    return input_digests(spec, resolve_root(spec, cfg.get("data_dir"), cfg.paths.cache_dir))
 
 
 def build_loggers(cfg: DictConfig, extra_tags: list[str], resuming: bool = False) -> list:
@@ -182,8 +175,9 @@ def run(cfg: DictConfig) -> dict:
 
 
 def _run(cfg: DictConfig, output_dir: Path) -> dict:
+    identity = run_identity(cfg, input_fingerprint(cfg))
     if cfg.get("resume", True):
-        done = completed_run(cfg, output_dir)
+        done = completed_run(output_dir, identity)
         if done is not None:
             log.info("%s already holds this run's metrics.json: skipped (resume=false re-runs it)", output_dir)
             print(f"skipped: {output_dir / 'metrics.json'} exists (finished earlier)")
@@ -191,10 +185,11 @@ def _run(cfg: DictConfig, output_dir: Path) -> dict:
     else:  # start over: no stale checkpoint or result of an earlier run may survive next to the new ones
         shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
         (output_dir / "metrics.json").unlink(missing_ok=True)
-    ckpt_path = resume_checkpoint(cfg, output_dir)
+    ckpt_path = resume_checkpoint(cfg, output_dir, identity)
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
-    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    write_text_atomic(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    write_json_atomic(output_dir / IDENTITY_FILE, identity)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))  # e.g. 1 per job when a local launcher runs several at once
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -250,6 +245,7 @@ def _run(cfg: DictConfig, output_dir: Path) -> dict:
             "test_checkpoint": {"policy": test_policy,
                                 "weights": test_path or f"final weights (epoch {final_epoch})"},
             "resumed_from": ckpt_path,
+            "data_fingerprint": identity["data"],
             "seed": cfg.seed,
             "iterative_training": bool(cfg.training.iterative),
             "expansion": ({k: v for k, v in OmegaConf.to_container(cfg.training.expansion).items() if k != "_target_"}

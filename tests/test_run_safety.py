@@ -3,6 +3,7 @@ different experiment, and bad settings end in one clear error."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from mmea_lightning.data.toy import generate_toy_pair
+from mmea_lightning.run_identity import RunIdentityMismatch
 from mmea_lightning.train import run
 
 from .conftest import make_config
@@ -78,3 +80,41 @@ def test_a_data_error_names_file_and_line_last(tmp_path, cache_dir):
     assert result.returncode == 2, result.stderr[-2000:]
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"Error: {links}, line 5:") and "Fix:" in last and "Traceback" not in result.stderr
+
+
+def test_a_finished_run_is_reused_only_for_the_same_settings_and_data(tmp_path, cache_dir):
+    """Defect 3: re-running a finished directory with other data (another ``data_dir``) or another
+    ``test_checkpoint`` printed ``skipped`` and kept the old numbers. The same data under another path is the same
+    run; other content or another result-relevant setting is refused with what differs."""
+    toy_root = cache_dir / "toy"
+    if not (toy_root / "TOY" / "pair" / "ill_ent_ids").is_file():
+        generate_toy_pair(toy_root)
+    same, other = tmp_path / "same", tmp_path / "other"
+    shutil.copytree(toy_root, same)
+    shutil.copytree(toy_root, other)
+    links = other / "TOY" / "pair" / "ill_ent_ids"
+    links.write_text("".join(links.read_text().splitlines(keepends=True)[:-20]))  # 20 gold links fewer
+    base = ["model.max_epochs=2", "model.check_val_every_n_epoch=1", "logger=none"]
+    out = tmp_path / "run"
+    first = run(make_config(out, cache_dir, [*base, f"data_dir={same}"]))
+    assert first["run"]["data_fingerprint"]["ill_ent_ids"] != "absent"
+    assert run(make_config(out, cache_dir, base)) == first  # the cached toy pair: same content, other path
+    with pytest.raises(RunIdentityMismatch, match="data file ill_ent_ids: content differs"):
+        run(make_config(out, cache_dir, [*base, f"data_dir={other}"]))
+    with pytest.raises(RunIdentityMismatch, match='setting test_checkpoint: "auto" stored, "last" now'):
+        run(make_config(out, cache_dir, [*base, "test_checkpoint=last"]))
+    with pytest.raises(RunIdentityMismatch, match="setting callbacks.early_stopping.patience"):
+        run(make_config(out, cache_dir, [*base, "callbacks.early_stopping.patience=3"]))
+    assert json.loads((out / "metrics.json").read_text()) == first  # nothing overwritten
+    assert run(make_config(out, cache_dir, [*base, "threads=1"])) == first  # threads: not a result setting
+    rerun = run(make_config(out, cache_dir, [*base, f"data_dir={other}", "resume=false"]))
+    assert rerun["run"]["split"]["test"] < first["run"]["split"]["test"]
+
+
+def test_a_directory_without_identity_is_not_reused(tmp_path, cache_dir):
+    base = ["model.max_epochs=1", "logger=none"]
+    out = tmp_path / "run"
+    run(make_config(out, cache_dir, base))
+    (out / "run_identity.json").unlink()  # as written by an older version
+    with pytest.raises(RunIdentityMismatch, match="cannot be checked"):
+        run(make_config(out, cache_dir, base))
