@@ -22,6 +22,7 @@ from mmea_lightning.data.features import (
     load_or_build_features,
 )
 from mmea_lightning.data.fingerprint import data_fingerprint
+from mmea_lightning.data.splits import split_links
 from mmea_lightning.data.loader import DatasetSpec, load_pair
 from mmea_lightning.data.readers import parse_numeric_value, read_image_features, read_numeric_triples
 from mmea_lightning.data.toy import generate_toy_pair
@@ -178,17 +179,36 @@ def test_gold_links_must_be_one_to_one(tmp_path, links, line, words):
     expect(err, root / "P/ill_ent_ids", line, "1-to-1", *words)
 
 
-def test_many_to_one_gold_links_of_a_published_release_are_kept_with_a_note(tmp_path, caplog):
+def test_many_to_one_gold_links_are_kept_only_when_the_config_says_so(tmp_path, caplog):
     root = tiny_root(tmp_path, P__ill_ent_ids="0\t3\n1\t4\n2\t3\n")
-    with pytest.raises(DataFormatError):  # the declared count differs: not the published release
-        load_pair(tiny_spec(expected_counts={"gold_links": 2}), root)
-    for spec_ in (tiny_spec(expected_counts={"gold_links": 3}), tiny_spec(gold_one_to_one=False)):
-        pair = load_pair(spec_, root)
-        assert len(pair.gold_links) == 3
-        assert any("not 1-to-1" in note and "line 3" in note for note in pair.notes)
+    with pytest.raises(DataFormatError):  # strict by default, whatever the declared counts
+        load_pair(tiny_spec(expected_counts={"gold_links": 3}), root)
+    pair = load_pair(tiny_spec(gold_one_to_one=False), root)
+    assert len(pair.gold_links) == 3
+    assert any("not 1-to-1" in note and "line 3" in note for note in pair.notes)
     assert "not 1-to-1" in caplog.text
-    with pytest.raises(DataFormatError):
-        load_pair(tiny_spec(expected_counts={"gold_links": 3}, gold_one_to_one=True), root)
+
+
+def test_links_sharing_an_entity_stay_on_one_side_of_every_split():
+    """The issue's case: an entity linked twice sat on both sides of the split in 20 of 50 split seeds."""
+    rng = np.random.default_rng(0)
+    links = np.stack([np.arange(60), 100 + np.arange(60)], axis=1)
+    links[[5, 17, 40], 1] = links[[4, 16, 39], 1]  # three KG2 entities linked to two KG1 entities each
+    links[41, 0] = links[40, 0]  # and a chain: 39-40 share a KG2 entity, 40-41 a KG1 entity
+    for split_seed in range(50):
+        split = split_links(links[rng.permutation(len(links))], 0.3, 0.2, split_seed)
+        sides = [split.train, split.valid, split.test]
+        for column in (0, 1):
+            owners = [set(side[:, column].tolist()) for side in sides]
+            assert not (owners[0] & owners[1] or owners[0] & owners[2] or owners[1] & owners[2]), split_seed
+        assert sum(len(side) for side in sides) == len(links)
+
+
+def test_one_to_one_splits_are_unchanged_by_the_grouping():
+    links = np.stack([np.arange(50), 100 + np.arange(50)], axis=1)
+    split = split_links(links, 0.3, 0.1, 3)
+    order = np.random.default_rng(3).permutation(50)
+    assert np.array_equal(np.concatenate([split.valid, split.train, split.test]), links[order])
 
 
 @pytest.mark.parametrize("name", ["triples_1", "triples_2"])

@@ -89,10 +89,10 @@ class DatasetSpec:
         expected_counts: the counts of the data README's table (checked by the tests, logged on mismatch).
         gold_one_to_one: ``ill_ent_ids`` must be 1-to-1. ``True``: an entity linked twice is a
             :class:`DataFormatError` naming both lines. ``False``: such links are kept as published, each logged
-            and recorded in the pair's notes. ``None`` (default): ``True``, except for the published release the
-            config describes -- ``expected_counts`` declares exactly the number of links read -- whose many-to-one
-            links are kept as the published code keeps them, with the recorded warning (FB15K-DB15K: 4 DB15K
-            entities are linked to two FB15K entities each).
+            and recorded in the pair's notes; the split keeps the links that share an entity on one side
+            (:func:`~mmea_lightning.data.splits.split_links`). Default ``True``; ``conf/dataset/fbdb15k.yaml`` sets
+            ``false``: the published release links 4 DB15K entities to two FB15K entities each, and the published
+            code keeps them.
     """
 
     name: str
@@ -107,7 +107,7 @@ class DatasetSpec:
     images: str | None = None
     generator: str | None = None
     expected_counts: Mapping[str, int] = field(default_factory=dict)
-    gold_one_to_one: bool | None = None
+    gold_one_to_one: bool = True
 
     def __post_init__(self) -> None:
         """Names that become path parts are single safe components; file paths stay under the data root."""
@@ -228,10 +228,7 @@ def load_pair(spec: DatasetSpec, root: str | Path) -> KGPair:
     links = read_links(folder / "ill_ent_ids", ids1, ids2, num_entities, conflicts=conflicts)
     files["ill_ent_ids"] = str(folder / "ill_ent_ids")
     if conflicts:
-        strict = spec.gold_one_to_one
-        if strict is None:
-            strict = spec.expected_counts.get("gold_links") != len(links)
-        if strict:
+        if spec.gold_one_to_one:
             raise conflicts[0]
         for conflict in conflicts:
             _warn(notes, f"gold links not 1-to-1, kept as published: {conflict.path}, line {conflict.line}: "

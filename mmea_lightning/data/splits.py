@@ -59,14 +59,45 @@ class LinkSplit:
             np.savetxt(directory / f"{name}_links.tsv", links, fmt="%d", delimiter="\t")
 
 
+def _keep_groups_together(links: np.ndarray, side: np.ndarray) -> np.ndarray:
+    """Links that share an entity (a gold alignment that is not 1-to-1) all take the side of the group's first link
+    in the shuffled order, so no entity is on two sides of a split. 1-to-1 links are left exactly where they are."""
+    if len(np.unique(links[:, 0])) == len(links) and len(np.unique(links[:, 1])) == len(links):
+        return side
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    # a graph over links: two links are adjacent when they share their KG1 or their KG2 entity
+    nodes = np.arange(len(links))
+    rows, cols = [], []
+    for column in (0, 1):
+        _, first = np.unique(links[:, column], return_index=True)
+        _, inverse = np.unique(links[:, column], return_inverse=True)
+        rows.append(nodes)
+        cols.append(first[inverse])
+    graph = coo_matrix((np.ones(2 * len(links)), (np.concatenate(rows), np.concatenate(cols))),
+                       shape=(len(links), len(links)))
+    _, component = connected_components(graph, directed=False)
+    first_of_component = np.full(component.max() + 1, len(links))
+    np.minimum.at(first_of_component, component, nodes)
+    return side[first_of_component[component]]
+
+
 def split_links(links: np.ndarray, seed_ratio: float, val_ratio: float, split_seed: int) -> LinkSplit:
-    """Shuffle ``links`` ``(L, 2)`` with ``split_seed`` and cut them (see the module doc)."""
+    """Shuffle ``links`` ``(L, 2)`` with ``split_seed`` and cut them (see the module doc).
+
+    Links that share an entity (gold alignments that are not 1-to-1, e.g. FB15K-DB15K's 4 DB15K entities linked
+    twice) stay together on the side of the first of them in the shuffled order; the sides' sizes can then differ
+    from the ratios by the size of such groups.
+    """
     seed_ratio, val_ratio = check_ratios(seed_ratio, val_ratio)
     order = np.random.default_rng(split_seed).permutation(len(links))
     shuffled = links[order]
     n_train = int(len(links) * seed_ratio)
     n_valid = int(round(n_train * val_ratio))
-    split = LinkSplit(train=shuffled[n_valid:n_train], valid=shuffled[:n_valid], test=shuffled[n_train:])
+    side = np.repeat([0, 1, 2], [n_valid, n_train - n_valid, len(links) - n_train])  # valid | train | test
+    side = _keep_groups_together(shuffled, side)
+    split = LinkSplit(train=shuffled[side == 1], valid=shuffled[side == 0], test=shuffled[side == 2])
     for name, size in split.sizes().items():
         if size == 0:
             raise ValueError(
