@@ -22,9 +22,9 @@ from mmea_lightning.data.features import (
     load_or_build_features,
 )
 from mmea_lightning.data.fingerprint import data_fingerprint
-from mmea_lightning.data.splits import split_links
 from mmea_lightning.data.loader import DatasetSpec, load_pair
 from mmea_lightning.data.readers import parse_numeric_value, read_image_features, read_numeric_triples
+from mmea_lightning.data.splits import split_links
 from mmea_lightning.data.toy import generate_toy_pair
 from mmea_lightning.seeds.cache import StageCache
 
