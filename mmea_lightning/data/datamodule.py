@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 from mmea_lightning.data.features import FeatureSet, FeatureSettings, load_or_build_features
 from mmea_lightning.data.loader import DatasetSpec, load_pair, resolve_root
@@ -158,7 +159,13 @@ class AlignmentDataModule(L.LightningDataModule):
         }
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(TensorDataset(self.seed_links), batch_size=self.batch_size, shuffle=True,
+        """The seed links in batches, shuffled anew each epoch by a generator of their own seeded from the run's
+        seed and the epoch (:class:`EpochShuffle`): the order never depends on what the process drew before, so a
+        run resumed from a checkpoint sees the batches the uninterrupted run sees. The loader's own generator
+        (each of its iterators draws a seed from it) keeps the global generator untouched as well."""
+        seed = _run_seed()
+        return DataLoader(TensorDataset(self.seed_links), batch_size=self.batch_size,
+                          sampler=EpochShuffle(self.seed_links, seed), generator=torch.Generator().manual_seed(seed),
                           collate_fn=_links_only)
 
     def val_dataloader(self) -> DataLoader:
@@ -167,6 +174,32 @@ class AlignmentDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return _one_batch(self.split.test)
+
+
+def _run_seed() -> int:
+    """The run's seed: the one ``seed_everything`` set (Lightning's ``DistributedSampler`` shuffles with it too)."""
+    seed = os.environ.get("PL_GLOBAL_SEED")
+    return int(seed) if seed is not None else torch.initial_seed()
+
+
+class EpochShuffle(RandomSampler):
+    """A random order per epoch, drawn from a generator seeded with ``(seed, epoch)`` only; Lightning sets the
+    epoch (``set_epoch``) at each epoch start, before the first batch is drawn (the order is drawn lazily, when the
+    epoch's first batch is). A :class:`RandomSampler` still: under DDP Lightning swaps it for its
+    ``DistributedSampler`` (shuffled with the same seed and the epoch) as it does for ``shuffle=True``."""
+
+    def __init__(self, data_source, seed: int):
+        super().__init__(data_source, generator=torch.Generator())
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        entropy = np.random.SeedSequence([self.seed % 2**63, self.epoch]).generate_state(2, dtype=np.uint32)
+        self.generator.manual_seed(int(entropy[0]) << 32 | int(entropy[1]))
+        yield from super().__iter__()
 
 
 def _links_only(rows: list[tuple[torch.Tensor]]) -> torch.Tensor:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import inspect
 import math
+import random
 from collections.abc import Callable, Mapping, Sequence
 
 import lightning as L
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -69,6 +71,8 @@ class AlignerModule(L.LightningModule):
         # The epoch at which a re-sizable per-step schedule ends (None: max_epochs). IterativeSeedExpansion sets
         # it at each epoch start: its start epoch before it restarts the schedule there (``restart_lr_scale``).
         self.schedule_end_epoch: int | None = None
+        # the global random states of a checkpoint being resumed, applied when its next training epoch starts
+        self._rng_to_restore: dict | None = None
         self.register_buffer("kg1_ids", features.kg1_ids.clone(), persistent=False)
         self.register_buffer("kg2_ids", features.kg2_ids.clone(), persistent=False)
         # Buffers here are the pair's constant feature tables and ids, identical on every rank: DDP must not
@@ -171,11 +175,32 @@ class AlignerModule(L.LightningModule):
         for scheduler in schedulers:
             scheduler.restart(self._horizon(scheduler), lr_scale)
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """The global random states (torch, numpy, python; CUDA when in use) travel in the checkpoint: dropout and
+        any sampling in a loss draw from them, and a resumed run must draw what the uninterrupted one draws.
+
+        With ``checkpoints/last.ckpt`` written at the end of a training epoch (``conf/callbacks/default.yaml``) a
+        resumed run is bit-identical to an uninterrupted one (``tests/test_resume_exact.py``). One known exception,
+        unused by this project's configs: a ``ReduceLROnPlateau`` stepped per epoch, whose step Lightning takes
+        after the epoch-end checkpoint and skips on a resume (the metric it needs is not in the checkpoint)."""
+        checkpoint["rng_states"] = rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Kept until the next training epoch starts (:meth:`on_train_epoch_start`): between here and there a
+        resumed run builds data loaders and runs hooks that an uninterrupted run does not, and some of them draw
+        from the global generators (every ``DataLoader`` iterator draws a seed)."""
+        fitting = self._trainer is None or self._trainer.state.fn == "fit"
+        self._rng_to_restore = checkpoint.get("rng_states") if fitting else None
+
     def on_train_epoch_start(self) -> None:
-        """Re-size a per-step schedule that can (:class:`~mmea_lightning.lightning.schedules.CosineWithWarmup`)
+        """Restore the random states of the checkpoint a run resumes from (first epoch after a resume only).
+        Re-size a per-step schedule that can (:class:`~mmea_lightning.lightning.schedules.CosineWithWarmup`)
         to end at ``max_epochs`` (or ``schedule_end_epoch``) when the epochs change length: iterative training
         adds seed links, and the total from ``estimated_stepping_batches`` counts every epoch at the first one's
         length. Before the first step the warm-up is re-sized too."""
+        if self._rng_to_restore is not None:
+            set_rng_states(self._rng_to_restore)
+            self._rng_to_restore = None
         for scheduler in self._resizable_schedulers():
             horizon = self._horizon(scheduler)
             if horizon == scheduler.num_training_steps:
@@ -187,3 +212,33 @@ class AlignerModule(L.LightningModule):
 
     def describe(self) -> Mapping:
         return {"model": self.name, **self.aligner.describe()}
+
+
+def rng_states() -> dict:
+    """The global random states as tensors and plain Python values (``torch.load(weights_only=True)`` reads them)."""
+    _, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    states = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                  "cached_gaussian": float(cached_gaussian)},
+        "python": {"version": int(version), "internal": list(internal), "gauss_next": gauss_next},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: Mapping) -> None:
+    """Restore what :func:`rng_states` returned (a missing entry leaves that generator alone)."""
+    if "torch" in states:
+        torch.set_rng_state(states["torch"])
+    if "numpy" in states:
+        state = states["numpy"]
+        keys = torch.as_tensor(state["keys"]).numpy().astype(np.uint32)
+        np.random.set_state(("MT19937", keys, state["pos"], state["has_gauss"], state["cached_gaussian"]))
+    if "python" in states:
+        state = states["python"]
+        random.setstate((state["version"], tuple(state["internal"]), state["gauss_next"]))
+    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])

@@ -43,9 +43,12 @@ class RunTimer(L.Callback):
     """Records seconds per training epoch (training only: validation excluded), validation/test seconds and peak
     memory; logged as ``perf/*`` and kept in :attr:`summary` for ``metrics.json``. Also the process CPU seconds per
     epoch (all threads): on a machine shared with other jobs, wall time measures the neighbours as much as the run.
+    ``epochs_run`` counts every training epoch that ended, in this process or (through the checkpoint) in the
+    interrupted one a run resumed from -- also an epoch whose start a resumed run never saw (not timed then).
     """
 
     def __init__(self) -> None:
+        self.epochs_run = 0  # every training epoch that ended, timed or not
         self.epoch_seconds: list[float] = []
         self.epoch_cpu_seconds: list[float] = []
         self.validation_checks = 0
@@ -66,6 +69,7 @@ class RunTimer(L.Callback):
         self._validation_cpu_in_epoch = 0.0
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.epochs_run += 1
         if self._start is None:  # a run resumed from a checkpoint taken inside this epoch: its start is unknown
             return
         # Lightning runs a due validation inside the training epoch, before this hook: it is not training time
@@ -96,13 +100,18 @@ class RunTimer(L.Callback):
     def state_dict(self) -> dict:
         """Saved in checkpoints: a resumed run keeps counting, and the main process of a spawned DDP run reads
         the figures of its workers back from the checkpoint."""
-        return {"epoch_seconds": list(self.epoch_seconds), "epoch_cpu_seconds": list(self.epoch_cpu_seconds),
-                "eval_seconds": dict(self.eval_seconds), "validation_checks": self.validation_checks,
-                "validation_cpu_seconds": self.validation_cpu_seconds,
-                "peak_memory_mb": max(self._peak_elsewhere, peak_memory_mb())}
+        # plain Python numbers only: checkpoints load with torch.load(weights_only=True)
+        return {"epochs_run": int(self.epochs_run),
+                "epoch_seconds": [float(s) for s in self.epoch_seconds],
+                "epoch_cpu_seconds": [float(s) for s in self.epoch_cpu_seconds],
+                "eval_seconds": {k: float(v) for k, v in self.eval_seconds.items()},
+                "validation_checks": int(self.validation_checks),
+                "validation_cpu_seconds": float(self.validation_cpu_seconds),
+                "peak_memory_mb": float(max(self._peak_elsewhere, peak_memory_mb()))}
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch_seconds = list(state["epoch_seconds"])
+        self.epochs_run = int(state.get("epochs_run", len(self.epoch_seconds)))  # older checkpoints: timed epochs
         self.epoch_cpu_seconds = list(state.get("epoch_cpu_seconds", []))
         self.validation_checks = int(state.get("validation_checks", 0))
         self.validation_cpu_seconds = float(state.get("validation_cpu_seconds", 0.0))
@@ -114,7 +123,7 @@ class RunTimer(L.Callback):
         epochs = self.epoch_seconds[1:] or self.epoch_seconds  # the first epoch includes warm-up
         cpu = self.epoch_cpu_seconds[1:] or self.epoch_cpu_seconds
         return {
-            "epochs_run": len(self.epoch_seconds),
+            "epochs_run": self.epochs_run,
             "seconds_per_epoch": sum(epochs) / len(epochs) if epochs else float("nan"),
             "cpu_seconds_per_epoch": sum(cpu) / len(cpu) if cpu else float("nan"),
             "validation_checks": self.validation_checks,
