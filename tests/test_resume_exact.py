@@ -10,12 +10,16 @@ resumed run but what the checkpoint holds; the resumed run is a fresh :func:`run
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
+from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from mmea_lightning.lightning.aligner_module import AlignerModule
+from mmea_lightning.lightning.iterative import IterativeSeedExpansion
 from mmea_lightning.train import run
 
 from .conftest import make_config
@@ -105,3 +109,70 @@ def test_resumed_run_equals_uninterrupted_run(model, tmp_path, cache_dir, harnes
     extra = ["model.module.aligner.hidden=32"] if model == "meaformer" else []
     uninterrupted, resumed = _runs(tmp_path, cache_dir, harness, [f"model={model}", *SHORT, *extra], kill_epoch=5)
     _assert_identical(uninterrupted, resumed, max_epochs=12)
+
+
+def test_resumed_iterative_run_keeps_its_added_links_and_rounds(tmp_path, cache_dir, harness):
+    """Checks every epoch from epoch 2 on, a pair joins after 2 stable checks: rounds end at epochs 3, 5, 7, 9 (the
+    window of epochs 10-11 would end at the last epoch: not run). The kill after epoch 8 falls after three rounds
+    and in the middle of a window (one check of two done), so the links added, the window's survivors and the
+    history all have to come back from the checkpoint."""
+    overrides = [*SHORT, "training.iterative=true", "training.expansion.start_epoch=2",
+                 "training.expansion.every=1", "training.expansion.window=2"]
+    uninterrupted, resumed = _runs(tmp_path, cache_dir, harness, overrides, kill_epoch=8)
+    history = uninterrupted[0]["run"]["iterative"]
+    assert [h["epoch"] for h in history] == [3, 5, 7, 9] and all(h["added"] > 0 for h in history)
+    _assert_identical(uninterrupted, resumed, max_epochs=12)
+
+
+def test_resumed_meaformer_stage_switch_run_equals_uninterrupted_run(tmp_path, cache_dir, harness):
+    """experiment=meaformer_iterative: at its start epoch the best checkpoint is reloaded (weights_only), the
+    optimiser moments cleared and the schedule restarted; the kill falls after the switch and a round."""
+    overrides = ["experiment=meaformer_iterative", *SHORT, "model.module.aligner.hidden=32",
+                 "training.expansion.start_epoch=3", "training.expansion.every=1", "training.expansion.window=2"]
+    uninterrupted, resumed = _runs(tmp_path, cache_dir, harness, overrides, kill_epoch=5)
+    assert [h["epoch"] for h in uninterrupted[0]["run"]["iterative"]] == [4, 6, 8, 10]
+    _assert_identical(uninterrupted, resumed, max_epochs=12)
+
+
+def test_iterative_and_datamodule_states_round_trip_weights_only(tmp_path, cache_dir):
+    """The pieces of defect 4 one by one: the stability window and history of the callback, the added links and
+    history of the DataModule survive torch.save / torch.load(weights_only=True); testing from a checkpoint (the
+    best one) leaves the fit's links and history alone."""
+    callback = IterativeSeedExpansion(every=1, window=3)
+    callback._survivors, callback._checks = {(3, 250), (1, 240)}, 2
+    callback.history = [{"epoch": 4, "added": 2, "correct": 1, "precision": 0.5, "seed_links": 110}]
+    torch.save(callback.state_dict(), tmp_path / "callback.pt")
+    restored = IterativeSeedExpansion(every=1, window=3)
+    restored.load_state_dict(torch.load(tmp_path / "callback.pt", weights_only=True))
+    assert (restored._survivors, restored._checks, restored.history) == (callback._survivors, 2, callback.history)
+
+    cfg = make_config(tmp_path, cache_dir, [])
+    datamodule = instantiate(cfg.data, _convert_="object")
+    datamodule.setup("fit")
+    initial = datamodule.seed_links.clone()
+    datamodule.add_seed_links(np.array([[3, 250], [1, 240]]))
+    datamodule.expansion_history.append(dict(callback.history[0]))
+    torch.save(datamodule.state_dict(), tmp_path / "datamodule.pt")
+    state = torch.load(tmp_path / "datamodule.pt", weights_only=True)
+    fresh = instantiate(cfg.data, _convert_="object")
+    fresh.setup("fit")
+    assert torch.equal(fresh.seed_links, initial)
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.seed_links, datamodule.seed_links) and len(fresh.seed_links) == len(initial) + 2
+    assert fresh.expansion_history == datamodule.expansion_history
+    fresh.trainer = SimpleNamespace(state=SimpleNamespace(fn="test"))
+    fresh.load_state_dict({"seed_links": initial, "initial_seed_links": len(initial), "expansion_history": []})
+    assert len(fresh.seed_links) == len(initial) + 2 and fresh.expansion_history
+
+
+def test_every_checkpoint_loads_weights_only(tmp_path, cache_dir):
+    """Every checkpoint a run writes (iterative state, random states, the timer, the datamodule's links included)
+    holds only tensors and plain Python containers."""
+    run(make_config(tmp_path, cache_dir, ["threads=1", *SHORT, "training.iterative=true",
+                                          "training.expansion.start_epoch=2", "training.expansion.every=1",
+                                          "training.expansion.window=2"]))
+    paths = sorted((tmp_path / "checkpoints").glob("*.ckpt"))
+    assert len(paths) == 2
+    for path in paths:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        assert "hyper_parameters" not in checkpoint or checkpoint["hyper_parameters"] is not None

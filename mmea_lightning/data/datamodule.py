@@ -81,6 +81,7 @@ class AlignmentDataModule(L.LightningDataModule):
         self.seed_links: torch.Tensor | None = None
         self.timings: dict[str, float] = {}
         self.expansion_history: list[dict] = []  # filled by iterative training
+        self.initial_seed_links: int | None = None  # how many seed links there were before iterative training added
         self.seed_quality: list[dict] = []  # per-stage report of an unsupervised generator
         self.split_info: dict = {"mode": "supervised", "validation": "a val_ratio share of the gold training links"}
 
@@ -139,7 +140,34 @@ class AlignmentDataModule(L.LightningDataModule):
 
     def add_seed_links(self, links: np.ndarray) -> None:
         """Append ``(K, 2)`` links to the seed links (iterative training); served from the next epoch on."""
+        if self.initial_seed_links is None:
+            self.initial_seed_links = len(self.seed_links)
         self.seed_links = torch.cat([self.seed_links, torch.as_tensor(links, dtype=torch.long).reshape(-1, 2)])
+
+    def state_dict(self) -> dict:
+        """Saved in checkpoints (Lightning stores a DataModule's state): the seed links with the ones iterative
+        training added, and its round history, so that a resumed run trains on what the interrupted one had
+        gathered. A tensor and plain Python values: the checkpoint loads with ``torch.load(weights_only=True)``."""
+        if self.seed_links is None:
+            return {}
+        return {"seed_links": self.seed_links.clone(),
+                "initial_seed_links": int(self.initial_seed_links if self.initial_seed_links is not None
+                                          else len(self.seed_links)),
+                "expansion_history": [dict(record) for record in self.expansion_history]}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` when a fit resumes (after :meth:`setup`, which Lightning runs first). Testing
+        or validating from a checkpoint (the best one, say) leaves the links and history of the fit alone."""
+        if not state or (self.trainer is not None and self.trainer.state.fn != "fit"):
+            return
+        links = torch.as_tensor(state["seed_links"], dtype=torch.long).reshape(-1, 2)
+        initial = int(state.get("initial_seed_links", len(links)))
+        if self.seed_links is not None and not torch.equal(links[:initial], self.seed_links[:initial]):
+            log.warning("the checkpoint's initial seed links differ from this run's (%d vs %d): training goes on "
+                        "with the checkpoint's", initial, len(self.seed_links))
+        self.seed_links = links.clone()
+        self.initial_seed_links = initial
+        self.expansion_history = [dict(record) for record in state.get("expansion_history", [])]
 
     def summary(self) -> dict:
         """What the run was trained and evaluated on (for metrics.json)."""

@@ -73,6 +73,21 @@ class IterativeSeedExpansion(L.Callback):
         self._survivors: set[tuple[int, int]] | None = None
         self._checks = 0
 
+    def state_dict(self) -> dict:
+        """Saved in checkpoints, so that a resumed run goes on with the same stability window and round history
+        (the links already added travel with the DataModule's state). Tensors and plain Python values only: the
+        checkpoint loads with ``torch.load(weights_only=True)``."""
+        survivors = (None if self._survivors is None else
+                     torch.tensor(sorted(self._survivors), dtype=torch.long).reshape(-1, 2))
+        return {"history": [dict(record) for record in self.history], "survivors": survivors,
+                "checks": int(self._checks)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history = [dict(record) for record in state.get("history", [])]
+        survivors = state.get("survivors")
+        self._survivors = None if survivors is None else {tuple(pair) for pair in survivors.tolist()}
+        self._checks = int(state.get("checks", 0))
+
     def setup(self, trainer, pl_module, stage: str) -> None:
         if stage == "fit" and trainer.reload_dataloaders_every_n_epochs != 1:
             raise ValueError("iterative training adds seed links during training: set "
@@ -137,8 +152,8 @@ class IterativeSeedExpansion(L.Callback):
             return
         datamodule.add_seed_links(added)
         gold = {tuple(link) for link in datamodule.pair.gold_links.tolist()}  # logging only
-        correct = sum(tuple(pair) in gold for pair in added.tolist())
-        record = {"epoch": epoch, "added": len(added), "correct": correct, "precision": correct / len(added),
+        correct = int(sum(tuple(pair) in gold for pair in added.tolist()))
+        record = {"epoch": int(epoch), "added": len(added), "correct": correct, "precision": correct / len(added),
                   "seed_links": len(datamodule.seed_links)}
         self.history.append(record)
         datamodule.expansion_history.append(record)
