@@ -141,7 +141,7 @@ def recover_from_checkpoint(checkpoint: ModelCheckpoint, timer: RunTimer) -> Non
     path = next((str(p) for p in candidates if p and Path(p).is_file()), None)
     if path is None:
         return
-    states = torch.load(path, map_location="cpu", weights_only=False).get("callbacks", {})
+    states = torch.load(path, map_location="cpu", weights_only=True).get("callbacks", {})
     if checkpoint.state_key in states:
         checkpoint.best_model_score = states[checkpoint.state_key].get("best_model_score")
     if timer.state_key in states:

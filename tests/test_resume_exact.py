@@ -9,6 +9,7 @@ resumed run but what the checkpoint holds; the resumed run is a fresh :func:`run
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -176,3 +177,34 @@ def test_every_checkpoint_loads_weights_only(tmp_path, cache_dir):
     for path in paths:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         assert "hyper_parameters" not in checkpoint or checkpoint["hyper_parameters"] is not None
+
+
+def test_checkpoints_are_read_weights_only(tmp_path, cache_dir, monkeypatch):
+    """The project's own reads of checkpoints (the stage switch's reload of the best checkpoint, reading a spawned
+    run's state back) never unpickle arbitrary objects."""
+    from mmea_lightning.lightning.callbacks import RunTimer
+    from mmea_lightning.train import recover_from_checkpoint
+
+    calls = []
+    load = torch.load
+
+    def recording_load(*args, **kwargs):
+        if sys._getframe(1).f_globals.get("__name__", "").startswith("mmea_lightning"):  # Lightning's own: not ours
+            calls.append(kwargs.get("weights_only"))
+        return load(*args, **kwargs)
+
+    summary = run(make_config(tmp_path / "run", cache_dir, ["threads=1", "model.max_epochs=4",
+                                                            "model.check_val_every_n_epoch=2"]))
+    monkeypatch.setattr(torch, "load", recording_load)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "run" / "checkpoints", monitor="val/mrr", mode="max")
+    timer = RunTimer()
+    recover_from_checkpoint(checkpoint, timer)
+    assert calls == [True]
+    assert float(checkpoint.best_model_score) == pytest.approx(summary["val/best_mrr"])
+    assert timer.summary["epochs_run"] == 4
+
+    calls.clear()
+    run(make_config(tmp_path / "switch", cache_dir, ["threads=1", "experiment=meaformer_iterative", *SHORT,
+                                                     "model.module.aligner.hidden=32",
+                                                     "training.expansion.start_epoch=3"]))
+    assert calls and all(flag is True for flag in calls), calls

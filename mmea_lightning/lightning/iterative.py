@@ -107,7 +107,7 @@ class IterativeSeedExpansion(L.Callback):
             return
         best = getattr(trainer.checkpoint_callback, "best_model_path", "") if self.reload_best else ""
         if best:
-            state = torch.load(best, map_location=pl_module.device, weights_only=False)["state_dict"]
+            state = torch.load(best, map_location=pl_module.device, weights_only=True)["state_dict"]
             pl_module.load_state_dict(state)
             log.info("iterative training, epoch %d: best checkpoint so far reloaded (%s)", trainer.current_epoch,
                      best)
