@@ -125,12 +125,15 @@ def test_resumed_iterative_run_keeps_its_added_links_and_rounds(tmp_path, cache_
     _assert_identical(uninterrupted, resumed, max_epochs=12)
 
 
-def test_resumed_meaformer_stage_switch_run_equals_uninterrupted_run(tmp_path, cache_dir, harness):
-    """experiment=meaformer_iterative: at its start epoch the best checkpoint is reloaded (weights_only), the
-    optimiser moments cleared and the schedule restarted; the kill falls after the switch and a round."""
+@pytest.mark.parametrize("kill_epoch", [2, 5])
+def test_resumed_meaformer_stage_switch_run_equals_uninterrupted_run(kill_epoch, tmp_path, cache_dir, harness):
+    """experiment=meaformer_iterative: at its start epoch (3) the best checkpoint is reloaded (weights_only), the
+    optimiser moments cleared and the schedule restarted. Killed after epoch 2, the resumed run makes the switch
+    itself (from the restored best-checkpoint path); killed after epoch 5, it resumes after the switch and a round,
+    in the middle of a window."""
     overrides = ["experiment=meaformer_iterative", *SHORT, "model.module.aligner.hidden=32",
                  "training.expansion.start_epoch=3", "training.expansion.every=1", "training.expansion.window=2"]
-    uninterrupted, resumed = _runs(tmp_path, cache_dir, harness, overrides, kill_epoch=5)
+    uninterrupted, resumed = _runs(tmp_path, cache_dir, harness, overrides, kill_epoch=kill_epoch)
     assert [h["epoch"] for h in uninterrupted[0]["run"]["iterative"]] == [4, 6, 8, 10]
     _assert_identical(uninterrupted, resumed, max_epochs=12)
 

@@ -59,8 +59,9 @@ def test_two_job_multirun_report_and_rerun_skips(tmp_path, cache_dir):
 
 def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, cache_dir):
     run_dir = tmp_path / "run"
-    args = ["model.max_epochs=100", "model.check_val_every_n_epoch=5", "trainer.enable_progress_bar=false",
-            "callbacks.early_stopping=null", f"hydra.run.dir={run_dir}"]
+    common = ["threads=1", "model.max_epochs=100", "model.check_val_every_n_epoch=5",
+              "trainer.enable_progress_bar=false", "callbacks.early_stopping=null"]
+    args = [*common, f"hydra.run.dir={run_dir}"]
     proc = subprocess.Popen([sys.executable, "-m", "mmea_lightning.train", *args], cwd=ROOT, env=_env(cache_dir),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -83,10 +84,19 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, cache_dir):
     header = resumed_log[0].split(",")
     epochs = [row.split(",")[header.index("epoch")] for row in resumed_log[1:]]
     first_epoch = int(float(epochs[0]))  # every row carries its epoch, the learning-rate monitor's too
-    assert first_epoch >= 5  # continued where the killed run stopped, not from epoch 0
-    # the timer's state travels in the checkpoint: it counts the killed run's epochs too
-    assert 100 - first_epoch < summary["run"]["perf"]["epochs_run"] <= 100
+    # continued where the killed run stopped, not from epoch 0: after the last validation epoch it completed
+    # (last.ckpt is written at the end of a training epoch that validates, epochs 4, 9, ...)
+    assert first_epoch >= 5 and first_epoch % 5 == 0
+    # the timer's state travels in the checkpoint: it counts the killed run's epochs too, every one once
+    assert summary["run"]["perf"]["epochs_run"] == 100
     assert summary["test/hits@1"] > 0.3
+    # a resume is exact (issue 27, defect 5): the same numbers as a run that was never killed
+    uninterrupted = _train([*common, f"hydra.run.dir={tmp_path / 'uninterrupted'}"], cache_dir, timeout=1200)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+    reference = json.loads((tmp_path / "uninterrupted" / "metrics.json").read_text())
+    keys = sorted(k for k in reference if k.startswith("test") or k == "val/best_mrr")
+    assert {k: summary[k] for k in keys} == {k: reference[k] for k in keys}
+    assert reference["run"]["perf"]["epochs_run"] == 100
 
 
 def test_last_checkpoint_follows_every_validation_check_not_only_new_bests(tmp_path, cache_dir):
@@ -98,7 +108,7 @@ def test_last_checkpoint_follows_every_validation_check_not_only_new_bests(tmp_p
                                                     "model.module.optimizer.lr=0.0"]))
     checkpoints = tmp_path / "checkpoints"
     assert sorted(p.name for p in checkpoints.iterdir()) == ["best-epoch001.ckpt", "last.ckpt"]
-    assert torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=False)["epoch"] == 5
+    assert torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=True)["epoch"] == 5
     assert summary["run"]["test_checkpoint"] == {"policy": "best", "weights": str(checkpoints / "best-epoch001.ckpt")}
 
 
