@@ -134,18 +134,22 @@ def choose_test_checkpoint(choice: str, seeds_name: str) -> str:
     return choice
 
 
-def recover_from_checkpoint(checkpoint: ModelCheckpoint, timer: RunTimer) -> None:
+def recover_from_checkpoint(checkpoint: ModelCheckpoint, timer: RunTimer, datamodule=None) -> None:
     """Spawned DDP ranks (``ddp_spawn``) train in child processes: read the best validation score and the timings
-    back from the last checkpoint they wrote."""
+    back from the last checkpoint they wrote -- and, given the ``datamodule``, the seed links and round history of
+    iterative training (the workers' DataModule state). Read with ``weights_only=True``: tensors and plain values."""
     candidates = [checkpoint.last_model_path, Path(checkpoint.dirpath or ".") / "last.ckpt", checkpoint.best_model_path]
     path = next((str(p) for p in candidates if p and Path(p).is_file()), None)
     if path is None:
         return
-    states = torch.load(path, map_location="cpu", weights_only=True).get("callbacks", {})
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    states = saved.get("callbacks", {})
     if checkpoint.state_key in states:
         checkpoint.best_model_score = states[checkpoint.state_key].get("best_model_score")
     if timer.state_key in states:
         timer.load_state_dict(states[timer.state_key])
+    if datamodule is not None and type(datamodule).__qualname__ in saved:
+        datamodule.load_state_dict(saved[type(datamodule).__qualname__])
 
 
 def check_settings(cfg: DictConfig) -> None:

@@ -182,6 +182,25 @@ def test_every_checkpoint_loads_weights_only(tmp_path, cache_dir):
         assert "hyper_parameters" not in checkpoint or checkpoint["hyper_parameters"] is not None
 
 
+def test_spawned_run_reads_its_iterative_rounds_back(tmp_path, cache_dir):
+    """With ``ddp_spawn`` the rounds happen in the workers' DataModule; the main process reads links and history
+    back from the last checkpoint (``recover_from_checkpoint(..., datamodule)``), as it reads the timings."""
+    from mmea_lightning.lightning.callbacks import RunTimer
+    from mmea_lightning.train import recover_from_checkpoint
+
+    cfg = make_config(tmp_path, cache_dir, ["threads=1", *SHORT, "training.iterative=true",
+                                            "training.expansion.start_epoch=2", "training.expansion.every=1",
+                                            "training.expansion.window=2"])
+    summary = run(cfg)
+    assert summary["run"]["iterative"]
+    main_process = instantiate(cfg.data, _convert_="object")  # what the main process of a spawned run holds
+    main_process.setup("fit")
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "checkpoints", monitor="val/mrr", mode="max")
+    recover_from_checkpoint(checkpoint, RunTimer(), main_process)
+    assert main_process.expansion_history == summary["run"]["iterative"]
+    assert len(main_process.seed_links) == summary["run"]["num_seed_links"]
+
+
 def test_checkpoints_are_read_weights_only(tmp_path, cache_dir, monkeypatch):
     """The project's own reads of checkpoints (the stage switch's reload of the best checkpoint, reading a spawned
     run's state back) never unpickle arbitrary objects."""
