@@ -223,7 +223,7 @@ def _run(cfg: DictConfig, output_dir: Path) -> dict:
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     if checkpoint is not None and checkpoint.best_model_score is None:
-        recover_from_checkpoint(checkpoint, timer)
+        recover_from_checkpoint(checkpoint, timer, datamodule)
 
     test_metrics: dict[str, float] = {}
     best_path = checkpoint.best_model_path if checkpoint is not None else ""

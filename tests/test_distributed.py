@@ -52,3 +52,15 @@ def test_ddp_training_matches_single_process_within_tolerance(single, tmp_path, 
     for key in ("test/hits@1", "test/mrr", "test_csls/hits@1"):
         assert abs(ddp[key] - summary[key]) <= TRAINING_TOLERANCE, (key, ddp[key], summary[key])
     assert ddp["test/num_queries"] == summary["test/num_queries"]
+
+
+def test_ddp_iterative_run_records_its_rounds(tmp_path, cache_dir):
+    """The spawned ranks train; the main process reads the rounds and added links back from the last checkpoint
+    (issue 27, defect 4): metrics.json lists the rounds instead of ``[]`` and the initial seed-link count."""
+    overrides = ["model.max_epochs=10", "model.check_val_every_n_epoch=1", "trainer=ddp_cpu", "logger=none",
+                 "callbacks.early_stopping=null", "training.iterative=true", "training.expansion.start_epoch=2",
+                 "training.expansion.every=1", "training.expansion.window=2"]
+    summary = run(make_config(tmp_path, cache_dir, overrides))
+    rounds = summary["run"]["iterative"]
+    assert rounds and all(r["added"] > 0 for r in rounds)
+    assert summary["run"]["num_seed_links"] == rounds[-1]["seed_links"] > summary["run"]["split"]["train"]
