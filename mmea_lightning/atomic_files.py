@@ -1,7 +1,8 @@
 """Atomic file writes: the target is either absent, the old version or complete -- never half-written.
 
 Every writer goes through a temporary file in the target's directory and ``os.replace``; the temporary file is
-removed when the write fails.
+removed when the write fails. The file gets the mode a plain ``open(path, "w")`` would give it (``0o666`` minus
+the umask), not ``mkstemp``'s private ``0o600``.
 """
 
 from __future__ import annotations
@@ -18,12 +19,19 @@ import torch
 __all__ = ["save_torch_atomic", "write_json_atomic", "write_text_atomic"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic(path: str | Path, write: Callable[[str], None]) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
