@@ -118,3 +118,11 @@ def test_a_directory_without_identity_is_not_reused(tmp_path, cache_dir):
     (out / "run_identity.json").unlink()  # as written by an older version
     with pytest.raises(RunIdentityMismatch, match="cannot be checked"):
         run(make_config(out, cache_dir, base))
+
+
+def test_unknown_test_protocol_is_refused_before_training(tmp_path, cache_dir):
+    cfg = make_config(tmp_path / "run", cache_dir, ["model.max_epochs=1", "logger=none",
+                                                     "+model.module.test_protocols=[standard,csls_l2r]"])
+    with pytest.raises(ValueError, match=r"unknown test_protocols \['csls_l2r'\]"):
+        run(cfg)
+    assert not (tmp_path / "run" / "checkpoints").exists()  # nothing trained

@@ -61,6 +61,9 @@ class AlignerModule(L.LightningModule):
         if val_protocol not in PROTOCOLS:
             raise ValueError(f"unknown val_protocol {val_protocol!r}; choose among {list(PROTOCOLS)}")
         self.val_protocol = val_protocol
+        unknown = [p for p in test_protocols if p not in PROTOCOLS]
+        if unknown:  # refused when the module is built, not after training
+            raise ValueError(f"unknown test_protocols {unknown}; choose among {list(PROTOCOLS)}")
         self.test_protocols = tuple(test_protocols)
         self.csls_k = csls_k
         self.eval_chunk_size = eval_chunk_size
