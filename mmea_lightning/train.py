@@ -25,7 +25,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -230,6 +230,14 @@ def _run(cfg: DictConfig, output_dir: Path) -> dict:
     # "last": the weights in memory after fit (with ddp_spawn, Lightning hands rank 0's final weights back)
     test_path = (best_path or None) if test_policy == "best" else None
     final_epoch = trainer.current_epoch - 1  # the last epoch trained (current_epoch counts the finished ones)
+    stopper = next((c for c in callbacks if isinstance(c, EarlyStopping)), None)
+    early_stop = None
+    if stopper is not None and stopper.stopped_epoch > 0:  # say so: the run is shorter than model.max_epochs
+        early_stop = {"epoch": int(stopper.stopped_epoch), "max_epochs": int(trainer.max_epochs),
+                      "monitor": stopper.monitor, "patience_checks": int(stopper.patience)}
+        log.warning("early stopping ended training after epoch %d of %d: %s did not improve for %d validation "
+                    "checks (callbacks.early_stopping=null trains every epoch)", early_stop["epoch"],
+                    early_stop["max_epochs"], stopper.monitor, stopper.patience)
     if cfg.get("test"):
         fit_state = timer.state_dict()  # testing from a checkpoint restores the callbacks' state of that epoch
         results = trainer.test(module, datamodule=datamodule, ckpt_path=test_path, verbose=False)
@@ -257,6 +265,7 @@ def _run(cfg: DictConfig, output_dir: Path) -> dict:
             "surface": bool(set(described.get("modalities_used", [])) & set(SURFACE_MODALITIES)),
             **described,
             **datamodule.summary(),
+            "early_stopping": early_stop,
             "perf": timer.summary,
         },
     }

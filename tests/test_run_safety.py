@@ -126,3 +126,14 @@ def test_unknown_test_protocol_is_refused_before_training(tmp_path, cache_dir):
     with pytest.raises(ValueError, match=r"unknown test_protocols \['csls_l2r'\]"):
         run(cfg)
     assert not (tmp_path / "run" / "checkpoints").exists()  # nothing trained
+
+
+def test_early_stopping_is_reported(tmp_path, cache_dir, caplog):
+    overrides = ["model.max_epochs=30", "model.check_val_every_n_epoch=1", "logger=none",
+                 "callbacks.early_stopping.patience=2", "+callbacks.early_stopping.min_delta=1.0"]
+    summary = run(make_config(tmp_path / "run", cache_dir, overrides))
+    stop = summary["run"]["early_stopping"]
+    assert stop["max_epochs"] == 30 and stop["epoch"] < 29 and summary["run"]["perf"]["epochs_run"] == stop["epoch"] + 1
+    assert "early stopping ended training" in caplog.text
+    full = run(make_config(tmp_path / "full", cache_dir, ["model.max_epochs=2", "logger=none"]))
+    assert full["run"]["early_stopping"] is None
