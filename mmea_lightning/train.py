@@ -229,6 +229,11 @@ def _run(cfg: DictConfig, output_dir: Path) -> dict:
     best_path = checkpoint.best_model_path if checkpoint is not None else ""
     # "last": the weights in memory after fit (with ddp_spawn, Lightning hands rank 0's final weights back)
     test_path = (best_path or None) if test_policy == "best" else None
+    if test_policy == "best" and not best_path and cfg.get("test"):
+        test_policy = "last (no best checkpoint: no validation check ran)"
+        log.warning("no validation check ran (model.max_epochs=%s, model.check_val_every_n_epoch=%s), so there is "
+                    "no best checkpoint: the test links evaluate the final weights", trainer.max_epochs,
+                    cfg.model.get("check_val_every_n_epoch"))
     final_epoch = trainer.current_epoch - 1  # the last epoch trained (current_epoch counts the finished ones)
     stopper = next((c for c in callbacks if isinstance(c, EarlyStopping)), None)
     early_stop = None

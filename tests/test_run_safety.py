@@ -137,3 +137,11 @@ def test_early_stopping_is_reported(tmp_path, cache_dir, caplog):
     assert "early stopping ended training" in caplog.text
     full = run(make_config(tmp_path / "full", cache_dir, ["model.max_epochs=2", "logger=none"]))
     assert full["run"]["early_stopping"] is None
+
+
+def test_a_run_without_validation_says_which_weights_it_tested(tmp_path, cache_dir, caplog):
+    summary = run(make_config(tmp_path / "run", cache_dir, ["model.max_epochs=2", "model.check_val_every_n_epoch=5",
+                                                             "logger=none"]))
+    assert summary["run"]["test_checkpoint"]["policy"].startswith("last (no best checkpoint")
+    assert summary["run"]["test_checkpoint"]["weights"] == "final weights (epoch 1)"
+    assert "no validation check ran" in caplog.text
