@@ -17,7 +17,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -30,7 +29,6 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from mmea_lightning.atomic_files import write_json_atomic, write_text_atomic
-from mmea_lightning.data.errors import DataFormatError
 from mmea_lightning.data.fingerprint import input_digests
 from mmea_lightning.data.loader import DatasetSpec, resolve_root
 from mmea_lightning.data.splits import check_ratios
@@ -187,7 +185,8 @@ def _run(cfg: DictConfig, output_dir: Path) -> dict:
             print(f"skipped: {output_dir / 'metrics.json'} exists (finished earlier)")
             return done
     else:  # start over: no stale checkpoint or result of an earlier run may survive next to the new ones
-        shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
+        for stale in (output_dir / "checkpoints").glob("*.ckpt"):  # only what ModelCheckpoint wrote, nothing else
+            stale.unlink()
         (output_dir / "metrics.json").unlink(missing_ok=True)
     ckpt_path = resume_checkpoint(cfg, output_dir, identity)
     if ckpt_path:
@@ -298,7 +297,7 @@ def _run(cfg: DictConfig, output_dir: Path) -> dict:
 #: errors whose message says what is wrong and how to fix it: printed alone, as the last line, without a traceback
 #: (``HYDRA_FULL_ERROR=1`` shows the traceback). ``ValueError`` covers the settings and data checks
 #: (:class:`~mmea_lightning.data.errors.DataFormatError` is one).
-USER_ERRORS = (ValueError, DataFormatError, RunDirectoryBusy, NotGeneratedHere, FileNotFoundError, ImportError)
+USER_ERRORS = (ValueError, RunDirectoryBusy, NotGeneratedHere, FileNotFoundError, ImportError)
 
 
 def report_user_error(err: BaseException) -> None:

@@ -21,7 +21,7 @@ from mmea_lightning.data.features import (
     feature_cache_key,
     load_or_build_features,
 )
-from mmea_lightning.data.fingerprint import data_fingerprint
+from mmea_lightning.data.fingerprint import input_digests
 from mmea_lightning.data.loader import DatasetSpec, load_pair
 from mmea_lightning.data.readers import parse_numeric_value, read_image_features, read_numeric_triples
 from mmea_lightning.data.splits import split_links
@@ -406,8 +406,12 @@ def test_feature_cache_key_follows_content_not_size_and_mtime(tmp_path):
 
 
 def test_data_fingerprint_hashes_content_independent_of_path(tmp_path):
-    one = load_pair(tiny_spec(), tiny_root(tmp_path / "one"))
-    two = load_pair(tiny_spec(), tiny_root(tmp_path / "two"))
-    other = load_pair(tiny_spec(), tiny_root(tmp_path / "other", P__triples_2="3\t0\t5\n4\t1\t5\n"))
-    assert data_fingerprint(one) == data_fingerprint(two) != data_fingerprint(other)
-    assert len(data_fingerprint(one)) == 64
+    one = input_digests(tiny_spec(), tiny_root(tmp_path / "one"))
+    two = input_digests(tiny_spec(), tiny_root(tmp_path / "two"))
+    other = input_digests(tiny_spec(), tiny_root(tmp_path / "other", P__triples_2="3\t0\t5\n4\t1\t5\n"))
+    assert one == two != other
+    assert all(len(digest) == 64 for digest in one.values() if digest != "absent")
+    # the feature cache key follows the same content
+    pairs = [load_pair(tiny_spec(), tmp_path / name / "root") for name in ("one", "two", "other")]
+    keys = [feature_cache_key(pair, FeatureSettings()) for pair in pairs]
+    assert keys[0] == keys[1] != keys[2]

@@ -19,7 +19,7 @@ Modalities (``FeatureSet.modalities``, each ``(N, d)`` float32, ``N`` = entities
   offline), L2-normalised; only when ``name_embedding`` is set.
 
 Cache (:func:`load_or_build_features`): ``<cache_dir>/features/<dataset>-<key>.pt``, the key a hash of the input
-files (their sha256 included) and the settings; entries hold tensors and plain containers only and are read with
+files' content and the settings; entries hold tensors and plain containers only and are read with
 ``torch.load(weights_only=True)`` -- an unreadable or planted entry is ignored (warning) and rebuilt, never run.
 
 The graph is undirected and relation-agnostic: weight = number of triples between the two entities, self-loops
@@ -42,7 +42,7 @@ import scipy.sparse as sp
 import torch
 
 from mmea_lightning.atomic_files import save_torch_atomic
-from mmea_lightning.data.fingerprint import file_sha256
+from mmea_lightning.data.fingerprint import file_digests
 from mmea_lightning.data.loader import check_path_component
 from mmea_lightning.data.pair import KGPair
 
@@ -136,11 +136,10 @@ def relation_features(pair: KGPair, top_k: int) -> np.ndarray:
     """
     triples = pair.triples
     top = [r for r, _ in Counter(triples[:, 1].tolist()).most_common(top_k)]
-    relations, dense = np.unique(triples[:, 1], return_inverse=True)  # sized by the relations, never the largest id
-    index = np.full(len(relations), -1, dtype=np.int64)
-    index[np.searchsorted(relations, top)] = np.arange(len(top))
+    index = np.full(pair.num_relations, -1, dtype=np.int64)  # relation ids are dense 0..R-1 (the loader's remap)
+    index[top] = np.arange(len(top))
     out = np.zeros((pair.num_entities, len(top)), dtype=np.float32)
-    col = index[dense]
+    col = index[triples[:, 1]]
     keep = col >= 0
     np.add.at(out, (triples[keep, 0], col[keep]), 1.0)
     np.add.at(out, (triples[keep, 2], col[keep]), 1.0)
@@ -286,15 +285,13 @@ def build_features(pair: KGPair, settings: FeatureSettings) -> FeatureSet:
 
 
 def feature_cache_key(pair: KGPair, settings: FeatureSettings) -> str:
-    """A hash of the input files (path, size, mtime and the sha256 of their content) and the settings.
+    """A hash of the content of the input files (by role, path-free) and the settings.
 
-    The content hash means different data never reuses an entry, even with the same size and mtime.
+    Different data never reuses an entry, even with the same size and mtime; the same data under another
+    ``data_dir`` does.
     """
-    stats = {}
-    for role, path in sorted(pair.files.items()):
-        st = Path(path).stat()
-        stats[role] = [str(Path(path).resolve()), st.st_size, st.st_mtime_ns, file_sha256(path)]
-    payload = json.dumps({"v": FEATURE_VERSION, "files": stats, "settings": asdict(settings)}, sort_keys=True)
+    payload = json.dumps({"v": FEATURE_VERSION, "files": file_digests(pair.files), "settings": asdict(settings)},
+                         sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 

@@ -1,19 +1,20 @@
 """Content fingerprints of the data files of a pair: what changed data can be told apart by, whatever its path.
 
-``data_fingerprint(pair)`` hashes the *content* of every file the pair was read from (``pair.files``), keyed by
-the file's role (``triples_1``, ``attributes:training_attrs_1``...), never by its path or modification time: the same
-data under another root gives the same fingerprint, different data with the same size and mtime a different one.
+Files are hashed by their *content* and keyed by their role (``triples_1``, ``attributes:training_attrs_1``...),
+never by path or modification time: the same data under another root gives the same digests, different data with
+the same size and mtime different ones. The run identity (:func:`input_digests`, before anything is read) and the
+feature cache key (:func:`file_digests` of ``KGPair.files``) both use them.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 
 from mmea_lightning.data.loader import DatasetSpec
-from mmea_lightning.data.pair import KGPair
 
-__all__ = ["ABSENT", "data_fingerprint", "file_sha256", "input_digests", "input_files"]
+__all__ = ["ABSENT", "file_digests", "file_sha256", "input_digests", "input_files"]
 
 ABSENT = "absent"
 _PAIR_FILES = ("ent_ids_1", "ent_ids_2", "triples_1", "triples_2", "ill_ent_ids")
@@ -30,12 +31,9 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def data_fingerprint(pair: KGPair) -> str:
-    """A sha256 hex digest (64 characters) of the content of every file in ``pair.files``, by role, path-free."""
-    digest = hashlib.sha256(b"mmea-data-v1")
-    for role, path in sorted(pair.files.items()):
-        digest.update(f"\0{role}\0{file_sha256(path)}".encode())
-    return digest.hexdigest()
+def file_digests(files: Mapping[str, str | Path]) -> dict[str, str]:
+    """``{role: sha256 of the file's bytes, or "absent"}``, sorted by role."""
+    return {role: (file_sha256(path) if Path(path).is_file() else ABSENT) for role, path in sorted(files.items())}
 
 
 def input_files(spec: DatasetSpec, root: str | Path) -> dict[str, Path]:
@@ -57,5 +55,4 @@ def input_digests(spec: DatasetSpec, root: str | Path) -> dict[str, str]:
     Computed before the pair is read (a finished run is recognised without loading anything); an optional file that
     appears or disappears changes it too. About 0.02-0.03 s on FB15K-DB15K or DBP15K ZH-EN.
     """
-    return {role: (file_sha256(path) if path.is_file() else ABSENT)
-            for role, path in sorted(input_files(spec, root).items())}
+    return file_digests(input_files(spec, root))

@@ -71,8 +71,7 @@ def _keep_groups_together(links: np.ndarray, side: np.ndarray) -> np.ndarray:
     nodes = np.arange(len(links))
     rows, cols = [], []
     for column in (0, 1):
-        _, first = np.unique(links[:, column], return_index=True)
-        _, inverse = np.unique(links[:, column], return_inverse=True)
+        _, first, inverse = np.unique(links[:, column], return_index=True, return_inverse=True)
         rows.append(nodes)
         cols.append(first[inverse])
     graph = coo_matrix((np.ones(2 * len(links)), (np.concatenate(rows), np.concatenate(cols))),
