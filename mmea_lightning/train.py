@@ -29,6 +29,7 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from mmea_lightning.atomic_files import write_json_atomic, write_text_atomic
+from mmea_lightning.config_source import CONFIG_PATH
 from mmea_lightning.data.fingerprint import input_digests
 from mmea_lightning.data.loader import DatasetSpec, resolve_root
 from mmea_lightning.data.splits import check_ratios
@@ -309,7 +310,7 @@ def report_user_error(err: BaseException) -> None:
     raise SystemExit(2)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     try:
         summary = run(cfg)
