@@ -85,6 +85,12 @@ class AlignmentDataModule(L.LightningDataModule):
         self.seed_quality: list[dict] = []  # per-stage report of an unsupervised generator
         self.split_info: dict = {"mode": "supervised", "validation": "a val_ratio share of the gold training links"}
 
+    @property
+    def supervised(self) -> bool:
+        """``True`` when the validation links are gold links (gold seeds), so that selecting the checkpoint with the
+        best validation MRR is meaningful; ``False`` for pseudo seeds (``pivot``, ``psqe``)."""
+        return bool(self.seed_generator.supervised)
+
     def setup(self, stage: str | None = None) -> None:
         if self.pair is not None:
             return

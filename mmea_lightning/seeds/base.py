@@ -76,6 +76,7 @@ class UnsupervisedSeeds(ABC):
 
     name = "unsupervised"
     unsupervised = True
+    supervised = False
 
     def __init__(self, test_links: str = "split", cache: bool = True):
         if test_links not in TEST_LINK_CHOICES:

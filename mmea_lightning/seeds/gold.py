@@ -12,6 +12,7 @@ class GoldSeeds:
     """Serve the training share of the split as the seed links (the supervised setting)."""
 
     name = "gold"
+    supervised = True
 
     def __call__(self, pair: KGPair, split: LinkSplit) -> np.ndarray:
         """``(S, 2)`` seed links ``kg1_id, kg2_id``."""
