@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from mmea_lightning.data.datamodule import AlignmentDataModule
 from mmea_lightning.lightning.aligner_module import AlignerModule
+from mmea_lightning.lightning.datamodule import AlignmentDataModule
 from mmea_lightning.lightning.iterative import IterativeSeedExpansion, mutual_nearest_neighbours
 from mmea_lightning.lightning.schedules import CosineWithWarmup
 from mmea_lightning.models.aligners.eva import EVA

@@ -121,7 +121,7 @@ def test_split_errors():
 
 
 def test_seed_links_never_touch_validation_or_test(tmp_path):
-    from mmea_lightning.data.datamodule import AlignmentDataModule
+    from mmea_lightning.lightning.datamodule import AlignmentDataModule
 
     dm = AlignmentDataModule(dict(spec("toy").__dict__), cache_dir=str(tmp_path), output_dir=str(tmp_path / "run"))
     dm.setup()

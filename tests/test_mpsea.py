@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch_geometric.nn import GATConv
 from torch_geometric.utils import scatter
 
-from mmea_lightning.data.datamodule import AlignmentDataModule
+from mmea_lightning.lightning.datamodule import AlignmentDataModule
 from mmea_lightning.models.aligners.mpsea import ABLATIONS, MPSEA
 from mmea_lightning.models.encoders.feature_head import FeatureHead
 from mmea_lightning.models.encoders.multi_weight_gat import MultiWeightGATConv, MultiWeightGATEncoder

@@ -11,10 +11,10 @@ import pytest
 import yaml
 from hydra.utils import instantiate
 
-from mmea_lightning.data.datamodule import AlignmentDataModule
 from mmea_lightning.data.loader import load_pair
 from mmea_lightning.data.splits import split_links
 from mmea_lightning.data.toy import TOY_FOLDER, generate_toy_pair
+from mmea_lightning.lightning.datamodule import AlignmentDataModule
 from mmea_lightning.seeds.cluster_sampling import ClusterSampling
 from mmea_lightning.seeds.global_sampling import GlobalSampling
 from mmea_lightning.seeds.neighbour_expansion import NeighbourExpansion
