@@ -1,6 +1,6 @@
 """EVA (Liu et al., AAAI 2021, "Visual Pivoting for (Unsupervised) Entity Alignment").
 
-As the public code behaves (see ``../shared/docs/REFERENCE.md``):
+As the public code behaves (the authors' repository, github.com/cambridgeltl/eva):
 
 * structure: a learnable entity table ``(N, hidden[0])`` (normal init, std ``1/sqrt(N)``) through a 2-layer
   GCN ``hidden[0] -> hidden[1] -> hidden[2]`` (400-400-200) over the normalised adjacency;

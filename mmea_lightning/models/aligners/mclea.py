@@ -1,6 +1,6 @@
 """MCLEA (Lin et al., COLING 2022, "Multi-modal Contrastive Representation Learning for Entity Alignment").
 
-As the public code behaves (see ``../shared/docs/REFERENCE.md``):
+As the public code behaves (the authors' repository, github.com/lzxlin/MCLEA):
 
 * structure: entity table ``(N, 300)`` through a 2-layer, 2-head GAT with diagonal weights (300-d);
 * relation / attribute / image (and, "with surface", name and character-bigram) features through linear heads

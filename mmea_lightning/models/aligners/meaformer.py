@@ -1,7 +1,7 @@
 """MEAformer (Chen et al., ACM MM 2023, "MEAformer: Multi-modal Entity Alignment Transformer for Meta Modality
 Hybrid").
 
-As the public code behaves (see ``../shared/docs/REFERENCE.md``), with one difference in *where* work is done:
+As the public code behaves (github.com/zjukg/MEAformer), with one difference in *where* work is done:
 
 * MCLEA's encoders (entity table through a 2-layer 2-head diagonal GAT, linear feature heads), every modality
   300-d so that the modalities are tokens of one sequence;
