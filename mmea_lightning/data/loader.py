@@ -153,7 +153,7 @@ def resolve_root(spec: DatasetSpec, data_dir: str | Path | None, cache_dir: str 
         raise ValueError(f"dataset {spec.name!r}: unknown generator {spec.generator!r} (known: 'toy').")
     if not data_dir:
         raise ValueError(
-            f"dataset {spec.name!r} reads real data: pass data_dir=<mmkg root> (e.g. data_dir=../shared/data) "
+            f"dataset {spec.name!r} reads real data: pass data_dir=<mmkg root> (e.g. data_dir=/path/to/mmkg) "
             "or set MMEA_DATA_DIR; README.md, section 'Data', says where to download the release."
         )
     root = Path(data_dir).expanduser()

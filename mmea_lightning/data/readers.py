@@ -1,4 +1,4 @@
-"""Readers for every file of the ``mmkg`` layout (see ``../shared/data/README.md`` for the formats).
+"""Readers for every file of the ``mmkg`` layout (the formats: ``docs/configuration.md``, section ``dataset``).
 
 Each reader validates strictly: a malformed line, an id outside the entity files, a duplicate gold link, an
 entity linked twice (the gold alignment is 1-to-1) or a missing file raise :class:`DataFormatError` naming the

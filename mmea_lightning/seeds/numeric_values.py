@@ -1,7 +1,7 @@
 """Cross-graph evidence from raw numeric values: the ``numeric_value`` view of the seed generators.
 
 Why: unsupervised seeds need a modality that compares entities *across* the two graphs. The papers use images (and
-names in the "with surface" setting). The MMKG pairs in ``../shared/data`` have no image features, names are
+names in the "with surface" setting). The MMKG pairs as released without ``pkls/`` have no image features, names are
 surface information, and their relation and attribute vocabularies are disjoint between the graphs (FB15K's
 ``location.geocode.latitude`` vs DB15K's ``latitude``), so those tables give every cross-graph pair cosine 0. The
 numeric *values* are comparable, though: a city's coordinates and population, a person's birth date, a film's

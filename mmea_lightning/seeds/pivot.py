@@ -3,8 +3,8 @@
 Cosine similarity of one modality's features between every KG1 and every KG2 entity; the most similar pairs are
 taken greedily one-to-one (a taken entity's other pairs are excluded) until ``n`` pairs are collected.
 
-The modality is the first of ``modalities`` that the data has: images (as EVA), else -- when there are no images, as
-in ``../shared/data`` -- sentence embeddings of the names (``name_sbert``), else character bigrams (``name_char``).
+The modality is the first of ``modalities`` that the data has: images (as EVA), else -- when there are no images
+(no ``pkls/`` folder) -- sentence embeddings of the names (``name_sbert``), else character bigrams (``name_char``).
 Names count only in the "with surface" setting (``surface=true``). Choices: only entities with a real value of the
 modality take part (the random stand-ins of entities without an image are not evidence), a pair needs a positive
 similarity, and only the feature columns both graphs use count (see :mod:`mmea_lightning.seeds.fusion`).

@@ -1,5 +1,5 @@
 """MPSEA (Li et al., CMC 2025, "Multi-Modal Pre-Synergistic Fusion Entity Alignment Based on Mutual Information
-Strategy Optimization"; ``../shared/papers/000_5b58bde37d34162b.txt``).
+Strategy Optimization"; section and equation numbers below are the paper's; docs/mpsea.md lists our choices).
 
 Pipeline (each piece is its own module, see there for the equations and the choices made where the paper is vague):
 
