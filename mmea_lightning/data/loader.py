@@ -86,7 +86,7 @@ class DatasetSpec:
         names_from_uri: fall back on the URI's local name where it is readable.
         images: image-feature pickle relative to the root; when absent the visual modality is absent.
         generator: ``"toy"`` for the embedded default pair, generated into the root when missing.
-        expected_counts: the counts of the data README's table (checked by the tests, logged on mismatch).
+        expected_counts: the release's entity/triple/link counts (checked by the tests, logged on mismatch).
         gold_one_to_one: ``ill_ent_ids`` must be 1-to-1. ``True``: an entity linked twice is a
             :class:`DataFormatError` naming both lines. ``False``: such links are kept as published, each logged
             and recorded in the pair's notes; the split keeps the links that share an entity on one side

@@ -62,7 +62,7 @@ class KGPair:
         return np.concatenate([self.triples1, self.triples2], axis=0)
 
     def counts(self) -> dict[str, int]:
-        """The figures of the data README's table."""
+        """The entity, triple and gold-link counts (as ``expected_counts`` in the dataset configs)."""
         return {
             "kg1_entities": len(self.kg1_ids),
             "kg2_entities": len(self.kg2_ids),
