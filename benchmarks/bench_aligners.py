@@ -4,9 +4,9 @@ time of the model's full run (``max_epochs`` epochs with a validation every ``ch
 ``full_run_cpu_min`` column counts process CPU time instead, training and validation: with ``--threads 1`` what the
 run needs of one idle core, whatever the neighbours do).
 
-    python benchmarks/bench_aligners.py --data-dir ../shared/data                  # EVA, every dataset, 20 epochs
-    python benchmarks/bench_aligners.py --data-dir ../shared/data --models eva mclea meaformer --datasets fbdb15k
-    python benchmarks/bench_aligners.py --data-dir ../shared/data --models mpsea eva --datasets fbdb15k --epochs 5
+    python benchmarks/bench_aligners.py --data-dir /path/to/mmkg                   # EVA, every dataset, 20 epochs
+    python benchmarks/bench_aligners.py --data-dir /path/to/mmkg --models eva mclea meaformer --datasets fbdb15k
+    python benchmarks/bench_aligners.py --data-dir /path/to/mmkg --models mpsea eva --datasets fbdb15k --epochs 5
 
 Each (model, dataset) runs in its own process through the real entry point (composed Hydra config, Lightning
 trainer), so the peak memory is that run's own. Features are built from scratch (a fresh cache directory) so the
@@ -85,7 +85,7 @@ def measure(model: str, dataset: str, data_dir: str, epochs: int, extra: list[st
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", required=True, help="the mmkg data root (e.g. ../shared/data)")
+    parser.add_argument("--data-dir", required=True, help="the mmkg data root (e.g. /path/to/mmkg)")
     parser.add_argument("--models", nargs="+", default=["eva"])
     parser.add_argument("--datasets", nargs="+", default=DATASETS)
     parser.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides for every run")

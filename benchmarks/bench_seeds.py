@@ -1,8 +1,8 @@
 """Seed quality and cost of the unsupervised seed generators on real data: per stage, the seed count, the precision
 against the gold links (read only here, after the seeds are built), the graph coverage (PSQE Eq. 11) and seconds.
 
-    python benchmarks/bench_seeds.py --data-dir ../shared/data                      # psqe + pivot, 5 datasets
-    python benchmarks/bench_seeds.py --data-dir ../shared/data --datasets dbp15k_fr_en --generators psqe \\
+    python benchmarks/bench_seeds.py --data-dir /path/to/mmkg                       # psqe + pivot, 5 datasets
+    python benchmarks/bench_seeds.py --data-dir /path/to/mmkg --datasets dbp15k_fr_en --generators psqe \\
         --override seeds.stages=2 seeds.global_sampling.epochs=100
 
 The configuration is the real composed one (``seeds=<generator>``, ``dataset=<name>``); DBP15K runs "with surface"
@@ -64,7 +64,7 @@ def measure(generator: str, dataset: str, data_dir: str, cache_dir: str, surface
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", required=True, help="the mmkg data root (e.g. ../shared/data)")
+    parser.add_argument("--data-dir", required=True, help="the mmkg data root (e.g. /path/to/mmkg)")
     parser.add_argument("--datasets", nargs="+", default=DATASETS)
     parser.add_argument("--generators", nargs="+", default=["psqe", "pivot"])
     parser.add_argument("--surface", choices=["auto", "true", "false"], default="auto",
