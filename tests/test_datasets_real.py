@@ -1,4 +1,4 @@
-"""Every dataset config loads from ../shared/data with the counts of the data README's table."""
+"""Every dataset config loads from the mmkg data root (``--data-dir``) with the release's published counts."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from mmea_lightning.data.loader import load_pair
 
 from .test_readers import spec
 
-# The table of ../shared/data/README.md, copied here on purpose (the configs' expected_counts are not used).
+# The release's counts, copied here on purpose (the configs' expected_counts are not used).
 README_TABLE = {
     "fbdb15k": (14951, 12842, 505436, 99028, 12846),
     "fbyg15k": (14951, 15404, 505436, 122886, 11199),

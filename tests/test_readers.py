@@ -1,4 +1,4 @@
-"""Readers on real slices of ../shared/data and every bad-input error."""
+"""Readers on real slices of the mmkg data root (``--data-dir``) and every bad-input error."""
 
 from __future__ import annotations
 
