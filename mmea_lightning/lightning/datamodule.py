@@ -6,7 +6,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import lightning as L
@@ -17,7 +17,8 @@ from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 from mmea_lightning.data.features import FeatureSet, FeatureSettings, load_or_build_features
 from mmea_lightning.data.loader import DatasetSpec, load_pair, resolve_root
 from mmea_lightning.data.pair import KGPair
-from mmea_lightning.data.splits import LinkSplit, split_links, unsupervised_split
+from mmea_lightning.data.splits import LinkSplit
+from mmea_lightning.seeds.base import SeedGenerator, SeedSplit, check_generator
 from mmea_lightning.seeds.gold import GoldSeeds
 from mmea_lightning.seeds.quality import quality_table
 from mmea_lightning.seeds.report import seed_quality_rows, summary_rows, write_seed_outputs
@@ -28,11 +29,12 @@ log = logging.getLogger(__name__)
 class AlignmentDataModule(L.LightningDataModule):
     """Serves seed links for training, validation links for model selection and test links for ``test``.
 
-    Supervised (``seeds=gold``): the seed links are the training share of the gold split. Unsupervised (a generator
-    with ``unsupervised = True``: ``seeds=pivot``, ``seeds=psqe``): the generator gets only the :class:`FeatureSet`
-    (no gold links), its seeds are split into training and validation links, and the test links are the gold split's
-    (or all gold links); see :func:`~mmea_lightning.data.splits.unsupervised_split`. Each stage's links and report
-    go to ``<output_dir>/seeds``; the gold links are read afterwards, only to log each stage's precision.
+    The seed generator (:class:`~mmea_lightning.seeds.base.SeedGenerator`) makes the split. Gold seeds
+    (``seeds=gold``, :attr:`supervised`): the seed links are the training share of the gold split. Pseudo seeds
+    (``seeds=pivot``, ``seeds=psqe``): the generator builds them from the :class:`FeatureSet` alone (no gold links),
+    they are split into training and validation links, and the test links are the gold split's (or all gold links);
+    see :func:`~mmea_lightning.data.splits.unsupervised_split`. Each stage's links and report go to
+    ``<output_dir>/seeds``; the gold links are read afterwards, only to log each stage's precision.
 
     Batches are ``(B, 2)`` long tensors of ``kg1_id, kg2_id`` links. Validation and test serve their links as one
     batch: the evaluator ranks every query against the whole candidate set, in chunks.
@@ -46,8 +48,8 @@ class AlignmentDataModule(L.LightningDataModule):
         val_ratio: share of the training links carved out for validation.
         split_seed: seed of the split, independent of the model's seed.
         features: :class:`FeatureSettings` fields.
-        seeds: callable ``(pair, split) -> (S, 2)`` seed links (gold seeds by default), or an unsupervised generator
-            (:class:`~mmea_lightning.seeds.base.UnsupervisedSeeds`).
+        seeds: a :class:`~mmea_lightning.seeds.base.SeedGenerator` (default :class:`GoldSeeds`); anything else is
+            refused with a ``TypeError``.
         batch_size: seed links per training step.
     """
 
@@ -61,7 +63,7 @@ class AlignmentDataModule(L.LightningDataModule):
         val_ratio: float = 0.1,
         split_seed: int = 0,
         features: Mapping | None = None,
-        seeds: Callable[[KGPair, LinkSplit], np.ndarray] | None = None,
+        seeds: SeedGenerator | None = None,
         batch_size: int = 4096,
     ):
         super().__init__()
@@ -73,7 +75,7 @@ class AlignmentDataModule(L.LightningDataModule):
         self.val_ratio = val_ratio
         self.split_seed = split_seed
         self.feature_settings = FeatureSettings(**dict(features or {}))
-        self.seed_generator = seeds or GoldSeeds()
+        self.seed_generator = check_generator(GoldSeeds() if seeds is None else seeds)
         self.batch_size = batch_size
         self.pair: KGPair | None = None
         self.features: FeatureSet | None = None
@@ -82,8 +84,8 @@ class AlignmentDataModule(L.LightningDataModule):
         self.timings: dict[str, float] = {}
         self.expansion_history: list[dict] = []  # filled by iterative training
         self.initial_seed_links: int | None = None  # how many seed links there were before iterative training added
-        self.seed_quality: list[dict] = []  # per-stage report of an unsupervised generator
-        self.split_info: dict = {"mode": "supervised", "validation": "a val_ratio share of the gold training links"}
+        self.seed_quality: list[dict] = []  # per-stage report of a pseudo-seed generator
+        self.split_info: dict = {}  # how the generator made the split
 
     @property
     def supervised(self) -> bool:
@@ -101,11 +103,7 @@ class AlignmentDataModule(L.LightningDataModule):
         start = time.perf_counter()
         self.features = load_or_build_features(self.pair, self.feature_settings, self.cache_dir)
         self.timings["feature_seconds"] = time.perf_counter() - start
-        if getattr(self.seed_generator, "unsupervised", False):
-            seeds = self._unsupervised_seeds()
-        else:
-            self.split = split_links(self.pair.gold_links, self.seed_ratio, self.val_ratio, self.split_seed)
-            seeds = np.asarray(self.seed_generator(self.pair, self.split), dtype=np.int64).reshape(-1, 2)
+        seeds = self._split_links()
         if len(seeds) == 0:
             raise ValueError(f"the seed generator {type(self.seed_generator).__name__} produced no seed links.")
         self.seed_links = torch.from_numpy(seeds)
@@ -115,34 +113,36 @@ class AlignmentDataModule(L.LightningDataModule):
         log.info("dataset %s: %s; split %s; %d seed links", self.spec.name, self.pair.counts(),
                  self.split.sizes(), len(seeds))
 
-    def _unsupervised_seeds(self) -> np.ndarray:
-        """Pseudo seeds from the features alone; sets the unsupervised split; returns the training seeds."""
+    def _split_links(self) -> np.ndarray:
+        """Let the seed generator make the split; record it (and report pseudo seeds); return the ``(S, 2)`` seeds."""
         generator = self.seed_generator
         start = time.perf_counter()
-        generation = generator.generate(self.features, cache_dir=self.cache_dir)  # no gold links in its input
+        result: SeedSplit = generator.split(self.features, self.pair.gold_links, seed_ratio=self.seed_ratio,
+                                            val_ratio=self.val_ratio, split_seed=self.split_seed,
+                                            cache_dir=self.cache_dir)
         self.timings["seed_seconds"] = time.perf_counter() - start
-        rows = seed_quality_rows(generation, self.pair.gold_links)  # precision: logging only, after the fact
+        self.split = result.split
+        self.split_info = dict(result.info)
+        if result.generation is not None:
+            self._report_pseudo_seeds(result)
+        return np.asarray(self.split.train, dtype=np.int64).reshape(-1, 2)
+
+    def _report_pseudo_seeds(self, result: SeedSplit) -> None:
+        """Each stage's precision against the gold links, and how many training / validation seeds are gold or test
+        links: logging only, after the seeds were built."""
+        generation = result.generation
+        rows = seed_quality_rows(generation, self.pair.gold_links)
         self.seed_quality = summary_rows(rows)
         if self.output_dir:
             write_seed_outputs(Path(self.output_dir) / "seeds", generation, rows)
-        log.info("%s seeds on %s:\n%s", generator.name, self.spec.name, quality_table(self.seed_quality))
-        self.split = unsupervised_split(generation.links, self.pair.gold_links, self.seed_ratio, self.val_ratio,
-                                        self.split_seed, test_links=generator.test_links)
-        gold = {tuple(link) for link in self.pair.gold_links.tolist()}  # logging only
+        log.info("%s seeds on %s:\n%s", self.seed_generator.name, self.spec.name, quality_table(self.seed_quality))
+        gold = {tuple(link) for link in self.pair.gold_links.tolist()}
         test = {tuple(link) for link in self.split.test.tolist()}
-        self.split_info = {
-            "mode": "unsupervised",
-            "seeds": generator.name,
-            "test_links": generator.test_links,
-            "validation": f"{self.val_ratio:g} of the pseudo seeds, held out from training (no gold link chooses "
-                          "anything)",
-            "pseudo_seeds": int(len(generation.links)),
-            "pseudo_seed_info": generation.info,
+        self.split_info.update({
             "train_seeds_in_gold": sum(tuple(link) in gold for link in self.split.train.tolist()),
             "train_seeds_in_test": sum(tuple(link) in test for link in self.split.train.tolist()),
             "valid_seeds_in_gold": sum(tuple(link) in gold for link in self.split.valid.tolist()),
-        }
-        return self.split.train
+        })
 
     def add_seed_links(self, links: np.ndarray) -> None:
         """Append ``(K, 2)`` links to the seed links (iterative training); served from the next epoch on."""
@@ -184,7 +184,7 @@ class AlignmentDataModule(L.LightningDataModule):
             "split": {**self.split.sizes(), "seed_ratio": self.seed_ratio, "val_ratio": self.val_ratio,
                       "split_seed": self.split_seed, **self.split_info},
             "seed_quality": list(self.seed_quality),
-            "seeds": getattr(self.seed_generator, "name", type(self.seed_generator).__name__),
+            "seeds": self.seed_generator.name,
             "num_seed_links": int(len(self.seed_links)),
             "iterative": list(self.expansion_history),
             "modalities_present": self.features.present,

@@ -1,9 +1,14 @@
-"""What an unsupervised seed generator is and what it returns.
+"""The seed-generator contract: where a run's training, validation and test links come from.
 
-An unsupervised generator sees only the :class:`FeatureSet` -- entity ids, graph, modality tables -- and never the
-:class:`KGPair` that holds the gold links, so it cannot read them. It returns its seed links stage by stage, each
-with a report (count, graph coverage, seconds, settings); the DataModule adds the precision against the gold links
-for logging and serves the last stage's links where gold seeds go.
+Every generator -- gold seeds (``seeds=gold``) and the pseudo-seed generators (``seeds=pivot``, ``seeds=psqe``) alike
+-- is a :class:`SeedGenerator`: it has a ``name``, says whether its validation links are gold links
+(``supervised``), and turns the pair's features and gold links into a :class:`SeedSplit` with one method,
+:meth:`SeedGenerator.split`, which is all the DataModule calls.
+
+A pseudo-seed generator (:class:`UnsupervisedSeeds`) builds its links from the :class:`FeatureSet` alone --
+entity ids, graph, modality tables -- in :meth:`UnsupervisedSeeds.generate`, which never receives the gold links.
+It returns its seed links stage by stage, each with a report (count, graph coverage, seconds, settings); the gold
+links serve only as the test links and, in the DataModule, for the precision that is logged afterwards.
 """
 
 from __future__ import annotations
@@ -14,18 +19,19 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from mmea_lightning.data.features import FeatureSet
-from mmea_lightning.data.splits import TEST_LINK_CHOICES
+from mmea_lightning.data.splits import TEST_LINK_CHOICES, LinkSplit, unsupervised_split
 from mmea_lightning.seeds.cache import StageCache
 from mmea_lightning.seeds.quality import graph_coverage
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SeedGeneration", "SeedStage", "UnsupervisedSeeds", "check_links"]
-
+__all__ = ["SeedGeneration", "SeedGenerator", "SeedSplit", "SeedStage", "UnsupervisedSeeds", "check_generator",
+           "check_links"]
 
 
 @dataclass
@@ -64,8 +70,73 @@ def check_links(links: np.ndarray, features: FeatureSet, stage: str) -> np.ndarr
     return links
 
 
-class UnsupervisedSeeds(ABC):
+@dataclass(frozen=True)
+class SeedSplit:
+    """What a :class:`SeedGenerator` hands the DataModule.
+
+    Attributes:
+        split: ``train (S, 2)`` -- the seed links the aligner trains on; ``valid (V, 2)`` -- the links that select the
+            checkpoint and stop early; ``test (T, 2)`` -- the links ``Trainer.test`` evaluates. Every link is a
+            ``kg1_id, kg2_id`` row of global entity ids (``0 <= id < FeatureSet.num_entities``), int64.
+        info: how the split was made, recorded under ``run.split`` in ``metrics.json`` (``mode`` and
+            ``validation`` at least).
+        generation: the stages that built pseudo seeds, or ``None`` (gold seeds): the DataModule writes them to
+            ``<run dir>/seeds`` with their precision against the gold links (logging only, after the fact).
+    """
+
+    split: LinkSplit
+    info: dict
+    generation: SeedGeneration | None = None
+
+
+class SeedGenerator(ABC):
+    """Where a run's links come from (``conf/seeds/<name>.yaml`` builds one with ``_target_``).
+
+    Class attributes every generator sets:
+        name: recorded as ``seeds`` in ``metrics.json`` and as the ``seeds:<name>`` logger tag.
+        supervised: ``True`` when the validation links are gold links, so that the checkpoint with the best
+            validation MRR is worth testing (``test_checkpoint=auto`` picks ``best``); ``False`` for pseudo seeds,
+            whose validation links are held-out pseudo seeds (``auto`` tests the final weights).
+    """
+
+    name: ClassVar[str]
+    supervised: ClassVar[bool]
+
+    @abstractmethod
+    def split(self, features: FeatureSet, gold_links: np.ndarray, *, seed_ratio: float, val_ratio: float,
+              split_seed: int, cache_dir: str | Path | None = None) -> SeedSplit:
+        """The run's training, validation and test links.
+
+        Args:
+            features: the pair's features (``num_entities`` N, ``kg1_ids``, ``kg2_ids``, graph, modality tables).
+            gold_links: ``(L, 2)`` int64 gold links ``kg1_id, kg2_id`` of the pair. A generator that does not
+                learn from them may use them only for the test links (the gold split's test share).
+            seed_ratio / val_ratio / split_seed: the run's split settings (see
+                :func:`~mmea_lightning.data.splits.split_links`).
+            cache_dir: where a generator may cache what it computes (``None``: no cache).
+        """
+
+
+def check_generator(generator: object) -> SeedGenerator:
+    """``generator`` if it keeps the :class:`SeedGenerator` contract, else a ``TypeError`` saying what is missing."""
+    kind = type(generator).__qualname__
+    if not isinstance(generator, SeedGenerator):
+        raise TypeError(f"the seed generator {kind} is not a SeedGenerator: subclass "
+                        "mmea_lightning.seeds.base.SeedGenerator (name, supervised, split(...)); see docs/extending.md")
+    name, supervised = getattr(generator, "name", None), getattr(generator, "supervised", None)
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"the seed generator {kind} has no name: set the class attribute name = '<name>' (a str)")
+    if not isinstance(supervised, bool):
+        raise TypeError(f"the seed generator {kind} does not say whether its validation links are gold: set the "
+                        "class attribute supervised = True or False")
+    return generator
+
+
+class UnsupervisedSeeds(SeedGenerator):
     """Base of the generators that build pseudo seeds from the features alone (``seeds=pivot``, ``seeds=psqe``).
+
+    A subclass sets ``name`` and implements :meth:`generate`; :meth:`split` serves the last stage's links: a
+    ``val_ratio`` share of them validates, the rest trains, and the test links are chosen by ``test_links``.
 
     Args:
         test_links: what the run is tested on -- ``split``: the test links of the gold-seed split at the same
@@ -74,8 +145,6 @@ class UnsupervisedSeeds(ABC):
         cache: cache the stages under ``<cache_dir>/seeds``.
     """
 
-    name = "unsupervised"
-    unsupervised = True
     supervised = False
 
     def __init__(self, test_links: str = "split", cache: bool = True):
@@ -87,6 +156,24 @@ class UnsupervisedSeeds(ABC):
     @abstractmethod
     def generate(self, features: FeatureSet, cache_dir: str | Path | None = None) -> SeedGeneration:
         """The seed stages for ``features`` (the gold links are not an input)."""
+
+    def split(self, features: FeatureSet, gold_links: np.ndarray, *, seed_ratio: float, val_ratio: float,
+              split_seed: int, cache_dir: str | Path | None = None) -> SeedSplit:
+        """:meth:`generate` from the features alone, then the unsupervised split
+        (:func:`~mmea_lightning.data.splits.unsupervised_split`): the gold links give only the test links."""
+        generation = self.generate(features, cache_dir=cache_dir)  # no gold links in its input
+        split = unsupervised_split(generation.links, gold_links, seed_ratio, val_ratio, split_seed,
+                                   test_links=self.test_links)
+        info = {
+            "mode": "unsupervised",
+            "seeds": self.name,
+            "test_links": self.test_links,
+            "validation": f"{val_ratio:g} of the pseudo seeds, held out from training (no gold link chooses "
+                          "anything)",
+            "pseudo_seeds": int(len(generation.links)),
+            "pseudo_seed_info": generation.info,
+        }
+        return SeedSplit(split, info, generation)
 
     def _stage_cache(self, cache_dir: str | Path | None) -> StageCache:
         return StageCache(cache_dir if self.cache else None, self.name)
