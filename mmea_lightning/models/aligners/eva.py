@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmea_lightning.data.features import FeatureSet
+from mmea_lightning.models.aligners.base import Aligner
 from mmea_lightning.models.encoders.gcn import GCNEncoder
 from mmea_lightning.models.encoders.modality_encoders import ModalityEncoders
 from mmea_lightning.models.fusion import WeightedConcatFusion
@@ -27,7 +28,7 @@ from mmea_lightning.models.losses.nca import NCALoss
 from mmea_lightning.models.modalities import describe_modalities, resolve_modalities
 
 
-class EVA(nn.Module):
+class EVA(Aligner):
     """EVA's encoders, fusion and loss.
 
     Args:

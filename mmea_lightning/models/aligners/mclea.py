@@ -20,9 +20,9 @@ from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from mmea_lightning.data.features import FeatureSet
+from mmea_lightning.models.aligners.base import Aligner
 from mmea_lightning.models.encoders.modality_encoders import gat_modality_encoders
 from mmea_lightning.models.fusion import WeightedConcatFusion
 from mmea_lightning.models.losses.ial import IALLoss
@@ -31,7 +31,7 @@ from mmea_lightning.models.losses.weighting import UncertaintyWeighting
 from mmea_lightning.models.modalities import describe_modalities, resolve_modalities
 
 
-class MCLEA(nn.Module):
+class MCLEA(Aligner):
     """MCLEA's encoders, fusion and losses.
 
     Args:

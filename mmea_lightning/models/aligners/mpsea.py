@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmea_lightning.data.features import FeatureSet
+from mmea_lightning.models.aligners.base import Aligner
 from mmea_lightning.models.encoders.feature_head import FeatureHead
 from mmea_lightning.models.encoders.multi_weight_gat import MultiWeightGATEncoder
 from mmea_lightning.models.encoders.numeric import DNEFEncoder
@@ -92,7 +93,7 @@ def resolve_ablation(name: str | None) -> tuple[str | None, dict]:
     return name, dict(ABLATIONS[name][1])
 
 
-class MPSEA(nn.Module):
+class MPSEA(Aligner):
     """MPSEA's encoders, pre-synergistic fusion, CPRL and losses.
 
     Args:
