@@ -10,20 +10,21 @@ from collections.abc import Callable, Mapping, Sequence
 import lightning as L
 import numpy as np
 import torch
-from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from mmea_lightning.data.features import FeatureSet
 from mmea_lightning.eval.decoding import DECODERS, one_to_one_metrics
 from mmea_lightning.eval.evaluator import PROTOCOLS, evaluate_alignment
+from mmea_lightning.models.aligners.base import Aligner, check_aligner
 
 
 class AlignerModule(L.LightningModule):
-    """Wraps an aligner ``nn.Module`` that provides ``training_loss(links)``, ``forward() -> (N, D)`` embeddings
-    of every entity, and ``describe()``.
+    """Wraps an :class:`~mmea_lightning.models.aligners.base.Aligner`: ``training_loss(links)``,
+    ``forward() -> (N, D)`` embeddings of every entity, and ``describe()``.
 
     Args:
-        aligner: ``features -> nn.Module`` (a Hydra ``_partial_`` of the aligner class).
+        aligner: ``features -> Aligner`` (a Hydra ``_partial_`` of the aligner class); what it returns must be an
+            :class:`Aligner`, else a ``TypeError`` names its class and the missing method.
         features: the pair's :class:`FeatureSet`.
         optimizer: ``params -> Optimizer`` (Hydra ``_partial_``).
         scheduler: ``optimizer -> LRScheduler`` or ``None`` (given ``num_training_steps`` when it takes it).
@@ -40,7 +41,7 @@ class AlignerModule(L.LightningModule):
 
     def __init__(
         self,
-        aligner: Callable[[FeatureSet], nn.Module],
+        aligner: Callable[[FeatureSet], Aligner],
         features: FeatureSet,
         optimizer: Callable,
         scheduler: Callable | None = None,
@@ -53,7 +54,7 @@ class AlignerModule(L.LightningModule):
         one_to_one: Sequence[str] = (),
     ):
         super().__init__()
-        self.aligner = aligner(features=features)
+        self.aligner = check_aligner(aligner(features=features))
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval
