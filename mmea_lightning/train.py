@@ -201,7 +201,8 @@ def _run(cfg: DictConfig, output_dir: Path) -> dict:
     datamodule = instantiate(cfg.data, _convert_="object")
     datamodule.setup("fit")
     # the FeatureSet is passed after instantiation: Hydra would try to merge a dataclass of tensors into the config
-    module = instantiate(cfg.model.module, _partial_=True)(features=datamodule.features)
+    module = instantiate(cfg.model.module, _partial_=True)(features=datamodule.features,
+                                                           config=OmegaConf.to_container(cfg, resolve=True))
 
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     timer = next((c for c in callbacks if isinstance(c, RunTimer)), None)

@@ -10,10 +10,11 @@ from collections.abc import Callable, Mapping, Sequence
 import lightning as L
 import numpy as np
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 
 from mmea_lightning.data.features import FeatureSet
-from mmea_lightning.eval.decoding import DECODERS, one_to_one_metrics
+from mmea_lightning.eval.decoding import DECODERS, one_to_one_metrics, similarity_matrix
 from mmea_lightning.eval.evaluator import PROTOCOLS, evaluate_alignment
 from mmea_lightning.models.aligners.base import Aligner, check_aligner
 
@@ -37,6 +38,10 @@ class AlignerModule(L.LightningModule):
         csls_k: neighbours of CSLS; eval_chunk_size: queries per similarity chunk.
         one_to_one: one-to-one decodings reported apart at test time: ``hungarian`` -> ``test_1to1/*``,
             ``greedy`` -> ``test_1to1_greedy/*``.
+        config: the run's resolved config (plain containers, ``OmegaConf.to_container(cfg, resolve=True)``), saved
+            as the module's hyperparameters: every checkpoint carries it (readable with
+            ``torch.load(weights_only=True)``), so :meth:`load_from_checkpoint` rebuilds the data and the module from
+            the checkpoint alone, and the loggers receive it (W&B config, CSV ``hparams.yaml``).
     """
 
     def __init__(
@@ -52,8 +57,13 @@ class AlignerModule(L.LightningModule):
         csls_k: int = 3,
         eval_chunk_size: int = 4096,
         one_to_one: Sequence[str] = (),
+        config: Mapping | None = None,
     ):
         super().__init__()
+        if config is not None:
+            if isinstance(config, DictConfig):
+                config = OmegaConf.to_container(config, resolve=True)
+            self.save_hyperparameters(config)  # plain values only: never the partials or the features
         self.aligner = check_aligner(aligner(features=features))
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -134,6 +144,66 @@ class AlignerModule(L.LightningModule):
     def test_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         metrics = self._evaluate(batch, "test", self.test_protocols, self.one_to_one)
         self.log_dict(metrics, batch_size=len(batch), sync_dist=self._distributed)
+
+    @torch.no_grad()
+    def embeddings(self) -> torch.Tensor:
+        """``(N, D)`` embeddings of every entity (rows: global entity ids), computed in eval mode (no dropout);
+        the module's mode is left as it was."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self.aligner()
+        finally:
+            self.train(was_training)
+
+    def on_predict_epoch_start(self) -> None:
+        self._predict_embeddings = self.aligner()  # one forward pass serves every batch of queries
+
+    def on_predict_epoch_end(self) -> None:
+        self._predict_embeddings = None
+
+    def predict_step(self, batch: Mapping, batch_idx: int) -> dict[str, torch.Tensor]:
+        """The ``top_k`` best candidates of a batch of queries, by cosine similarity of the embeddings.
+
+        Args:
+            batch: ``queries`` ``(B,)`` long entity ids, ``candidates`` ``(C,)`` long entity ids, ``top_k`` int
+                (``mmea_lightning.predict.query_batches`` serves such batches to ``trainer.predict``).
+
+        Returns:
+            ``queries`` ``(B,)``; ``candidates`` ``(B, k)`` entity ids and ``scores`` ``(B, k)`` cosines, best first
+            (ties in candidate order), ``k = min(top_k, C)``.
+        """
+        embeddings = getattr(self, "_predict_embeddings", None)
+        if embeddings is None:
+            embeddings = self.aligner()
+        queries, candidates = batch["queries"], batch["candidates"]
+        sim = similarity_matrix(embeddings, queries, candidates, chunk_size=self.eval_chunk_size)  # (B, C)
+        k = min(int(batch["top_k"]), sim.size(1))
+        scores, order = torch.sort(sim, dim=1, descending=True, stable=True)
+        return {"queries": queries, "candidates": candidates.to(order.device)[order[:, :k]], "scores": scores[:, :k]}
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, map_location="cpu", data_dir=None, cache_dir=None,
+                             strict: bool = True, **kwargs) -> AlignerModule:
+        """The trained module of a checkpoint written by ``train``, from the checkpoint alone.
+
+        The checkpoint carries the run's resolved config (``config``, saved as hyperparameters): the pair is read
+        again from the stored data root (``data_dir=`` points elsewhere, e.g. on another machine), its features
+        rebuilt (or read from the cache, ``cache_dir=``), the module re-instantiated on them and the weights
+        loaded; returned in eval mode. :func:`mmea_lightning.lightning.restore.restore_run` also returns the
+        DataModule (the split, the test links). Read with ``torch.load(weights_only=True)``.
+
+        Raises:
+            FileNotFoundError: no such checkpoint, or its data root is gone (the message says what to pass).
+            ValueError: not a checkpoint of this project, or the data rebuilt do not fit its weights.
+        """
+        from mmea_lightning.lightning.restore import restore_run  # restore builds this class: imported on use
+
+        if kwargs:
+            raise TypeError(f"load_from_checkpoint: unexpected arguments {sorted(kwargs)}; the module is rebuilt "
+                            "from the config in the checkpoint (data_dir=, cache_dir=, map_location=, strict=)")
+        return restore_run(checkpoint_path, data_dir=data_dir, cache_dir=cache_dir, map_location=map_location,
+                           strict=strict).module
 
     @property
     def _distributed(self) -> bool:
