@@ -1,1 +1,2 @@
-"""Lightning wrappers: one LightningModule for every aligner, and the callbacks they share."""
+"""Lightning wrappers: the DataModule (data and seed links), one LightningModule for every aligner, and the callbacks
+they share."""

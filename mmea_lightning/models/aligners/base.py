@@ -65,7 +65,8 @@ def check_aligner(aligner: object) -> Aligner:
         return aligner
     kind = type(aligner).__qualname__
     missing = [name for name in ("forward", "training_loss", "describe") if not callable(getattr(aligner, name, None))]
-    lacks = f"it has no {', '.join(missing)} method" if missing else "it does not subclass Aligner"
+    lacks = (f"it lacks {', '.join(name + '()' for name in missing)}" if missing
+             else "it has the methods but does not subclass Aligner")
     raise TypeError(f"{kind} is not an Aligner ({lacks}): subclass mmea_lightning.models.aligners.base.Aligner and "
                     "implement forward() -> (N, D) embeddings, training_loss(links (B, 2)) -> (loss, parts) and "
                     "describe() -> dict; see docs/extending.md")
