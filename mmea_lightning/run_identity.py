@@ -5,7 +5,7 @@ A run's identity is
 
 * ``settings``: every key of the resolved config (dotted, e.g. ``model.module.aligner.dropout``) except those that
   cannot change a reported number (:data:`NON_RESULT_KEYS`: where things are written, loggers, the progress bar,
-  thread count, ``resume`` and ``data_dir``, whose *content* is covered by ``data``);
+  thread count, ``resume`` and ``data_dir`` / ``dataset.path``, whose *content* is covered by ``data``);
 * ``data``: the SHA-256 of every input file's bytes by role (:func:`~mmea_lightning.data.fingerprint.input_digests`),
   so the same data under another path is the same run and other data under the same path is not.
 
@@ -35,10 +35,11 @@ IDENTITY_VERSION = 1
 NON_RESULT_KEYS = (
     "paths", "hydra", "logger", "task_name", "threads", "resume", "data_dir",
     "data.data_dir", "data.cache_dir", "data.output_dir",
+    "dataset.path", "data.dataset.path",  # a TSV pair's folder: its files' content is in ``data``
     "trainer.enable_progress_bar", "trainer.default_root_dir", "trainer.enable_model_summary",
     "trainer.log_every_n_steps",
-    "callbacks.lr_monitor", "callbacks.run_timer",
-    "callbacks.model_checkpoint.dirpath", "callbacks.last_checkpoint.dirpath",
+    "callbacks.lr_monitor", "callbacks.run_timer", "callbacks.last_checkpoint",
+    "callbacks.model_checkpoint.dirpath", "optimized_metric",
 )
 
 
@@ -79,6 +80,8 @@ def identity_differences(stored: dict, current: dict) -> list[str]:
     lines = []
     for part, label in (("settings", "setting"), ("data", "data file")):
         old, new = stored.get(part, {}), current.get(part, {})
+        if part == "settings":  # a key declared not result-relevant since the stored run was written is ignored
+            old = {k: v for k, v in old.items() if not _excluded(k)}
         for key in sorted(set(old) | set(new)):
             if key not in old:
                 lines.append(f"{label} {key}: not in the stored run, now {_short(new[key])}")

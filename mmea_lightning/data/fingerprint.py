@@ -12,7 +12,8 @@ import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 
-from mmea_lightning.data.loader import DatasetSpec
+from mmea_lightning.data.loader import PairSpec
+from mmea_lightning.data.tsv_pair import TsvPairSpec, tsv_input_files
 
 __all__ = ["ABSENT", "file_digests", "file_sha256", "input_digests", "input_files"]
 
@@ -36,8 +37,14 @@ def file_digests(files: Mapping[str, str | Path]) -> dict[str, str]:
     return {role: (file_sha256(path) if Path(path).is_file() else ABSENT) for role, path in sorted(files.items())}
 
 
-def input_files(spec: DatasetSpec, root: str | Path) -> dict[str, Path]:
-    """Every file ``spec`` may read under ``root``, by role (the roles of ``KGPair.files``), before reading any."""
+def input_files(spec: PairSpec, root: str | Path) -> dict[str, Path]:
+    """Every file ``spec`` may read under ``root``, by role (the roles of ``KGPair.files``), before reading any.
+
+    For a TSV pair (``root`` is its folder) every file of :data:`~mmea_lightning.data.tsv_pair.TSV_FILES`, the
+    optional ones included: adding or removing one changes the fingerprint.
+    """
+    if isinstance(spec, TsvPairSpec):
+        return tsv_input_files(root)
     root = Path(root)
     folder = root / spec.folder
     files = {name: folder / name for name in _PAIR_FILES}
@@ -49,7 +56,7 @@ def input_files(spec: DatasetSpec, root: str | Path) -> dict[str, Path]:
     return files
 
 
-def input_digests(spec: DatasetSpec, root: str | Path) -> dict[str, str]:
+def input_digests(spec: PairSpec, root: str | Path) -> dict[str, str]:
     """``{role: sha256 of the file's bytes, or "absent"}`` for every input file of ``spec`` under ``root``.
 
     Computed before the pair is read (a finished run is recognised without loading anything); an optional file that

@@ -1,5 +1,10 @@
 """From a dataset config (``conf/dataset/*.yaml``) and a data root to a validated :class:`KGPair`.
 
+Two file layouts (``dataset.format``): ``mmkg`` (default), the benchmark releases' id-keyed files under a data root
+(:class:`DatasetSpec`), and ``tsv``, a user's own folder of URI-keyed TSV files whose ids the loader assigns
+(:class:`~mmea_lightning.data.tsv_pair.TsvPairSpec`). :meth:`DatasetSpec.from_config`, :func:`resolve_root` and
+:func:`load_pair` take either.
+
 Refused with a :class:`DataFormatError` (file, line, fix): anything the readers refuse (:mod:`.readers`), colliding
 or non-contiguous entity ids, a gold alignment that is not 1-to-1 (see ``DatasetSpec.gold_one_to_one``). Accepted
 with a warning that is logged *and* recorded in ``KGPair.notes`` (they reach ``metrics.json``): a graph whose
@@ -12,13 +17,13 @@ remapped to a dense range (``KGPair.relation_ids`` keeps the file's ids). Datase
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 
 import numpy as np
 
+from mmea_lightning.data.checks import check_path_component, check_relative_path, informative_images, warn
 from mmea_lightning.data.errors import DataFormatError
 from mmea_lightning.data.pair import KGPair, has_edge
 from mmea_lightning.data.readers import (
@@ -32,37 +37,15 @@ from mmea_lightning.data.readers import (
     read_translated_names,
     read_triples,
 )
+from mmea_lightning.data.tsv_pair import TsvPairSpec, load_tsv_pair, resolve_tsv_folder
+
+__all__ = ["DATASET_FORMATS", "DatasetSpec", "PairSpec", "check_path_component", "check_relative_path",
+           "informative_images", "load_pair", "resolve_root"]
 
 log = logging.getLogger(__name__)
 
-_SAFE_COMPONENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-
-
-def check_path_component(value: object, key: str) -> str:
-    """``value`` when it is safe as one file-name component (it names cache files), else a ``ValueError``.
-
-    Safe: ``[A-Za-z0-9][A-Za-z0-9_.-]*`` without ``..`` -- no separator, no parent reference, no hidden name, so
-    ``<cache_dir>/features/<value>-<key>.pt`` or ``<cache_dir>/seeds/<value>/`` stays inside its folder.
-    """
-    text = str(value) if value is not None else ""
-    if not _SAFE_COMPONENT.fullmatch(text) or ".." in text:
-        raise ValueError(f"{key}={value!r} is not a safe file name: it becomes part of cache paths, so it must be one "
-                         "path component of letters, digits, '_', '.' and '-' (starting with a letter or digit, no "
-                         f"'..', '/' or '\\'). Fix: rename it, e.g. {key}=fbdb15k.")
-    return text
-
-
-def check_relative_path(value: object, key: str) -> str:
-    """``value`` when it is a relative path that stays under the data root, else a ``ValueError``."""
-    text = str(value) if value is not None else ""
-    parts = re.split(r"[\\/]", text)
-    absolute = (PurePosixPath(text).is_absolute() or PureWindowsPath(text).is_absolute()
-                or bool(PureWindowsPath(text).drive) or text.startswith(("/", "\\")))
-    if not text or absolute or ".." in parts:
-        raise ValueError(f"{key}={value!r} must be a non-empty path relative to the data root without '..' parts "
-                         "(files are read under data_dir only). Fix: give the path below data_dir, e.g. "
-                         "folder: FBDB15K/norm, or point data_dir at the root that holds the files.")
-    return text
+#: ``dataset.format`` values: the benchmark layout and a user's own TSV folder
+DATASET_FORMATS = ("mmkg", "tsv")
 
 
 @dataclass
@@ -108,9 +91,12 @@ class DatasetSpec:
     generator: str | None = None
     expected_counts: Mapping[str, int] = field(default_factory=dict)
     gold_one_to_one: bool = True
+    format: str = "mmkg"
 
     def __post_init__(self) -> None:
         """Names that become path parts are single safe components; file paths stay under the data root."""
+        if self.format != "mmkg":
+            raise ValueError(f"dataset.format={self.format!r}: a DatasetSpec reads the 'mmkg' layout.")
         check_path_component(self.name, "dataset.name")
         check_relative_path(self.folder, "dataset.folder")
         for key in ("attributes", "numeric"):
@@ -121,7 +107,14 @@ class DatasetSpec:
                 check_relative_path(getattr(self, key), f"dataset.{key}")
 
     @classmethod
-    def from_config(cls, cfg: Mapping) -> DatasetSpec:
+    def from_config(cls, cfg: Mapping) -> PairSpec:
+        """The spec of a ``conf/dataset`` mapping: a :class:`TsvPairSpec` for ``format: tsv``, else this class."""
+        layout = cfg.get("format", "mmkg")
+        if layout not in DATASET_FORMATS:
+            raise ValueError(f"dataset.format={layout!r} is unknown: use mmkg (the benchmark layout, the default) or "
+                             "tsv (your own folder of URI-keyed TSV files, docs/own_data.md).")
+        if layout == "tsv":
+            return TsvPairSpec.from_config(cfg)
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(cfg) - known)
         if unknown:
@@ -130,13 +123,20 @@ class DatasetSpec:
                       for k, v in cfg.items()})
 
 
-def resolve_root(spec: DatasetSpec, data_dir: str | Path | None, cache_dir: str | Path | None) -> Path:
-    """The data root of ``spec``: the generated toy root, or ``data_dir`` (which must then be given).
+#: what :meth:`DatasetSpec.from_config` returns: the spec of either layout
+PairSpec = DatasetSpec | TsvPairSpec
+
+
+def resolve_root(spec: PairSpec, data_dir: str | Path | None, cache_dir: str | Path | None) -> Path:
+    """The data root of ``spec``: the generated toy root, or ``data_dir`` (which must then be given); for a TSV pair,
+    its folder (``dataset.path``; ``data_dir`` is not used).
 
     Nothing is ever written into ``data_dir``. The toy pair is generated only under ``<cache_dir>/toy``, a folder the
     framework owns; a ``data_dir`` is used for the toy dataset only when it already holds a complete toy pair (e.g. a
     copy a user altered on purpose), and is then only read.
     """
+    if isinstance(spec, TsvPairSpec):
+        return resolve_tsv_folder(spec)
     if spec.generator == "toy":
         from mmea_lightning.data.toy import generate_toy_pair
 
@@ -163,35 +163,10 @@ def resolve_root(spec: DatasetSpec, data_dir: str | Path | None, cache_dir: str 
     return root
 
 
-def _warn(notes: list[str], message: str) -> None:
-    """Log ``message`` as a warning and record it in the pair's notes (they reach ``metrics.json``)."""
-    log.warning("%s", message)
-    notes.append(message)
-
-
-def informative_images(vectors: dict[int, np.ndarray], path: Path, notes: list[str]) -> dict[int, np.ndarray] | None:
-    """The image vectors that carry information, or ``None`` when none does; each drop is a recorded warning.
-
-    An all-zero vector says nothing about its entity: that entity counts as having no image (it then gets the
-    stand-in vector of entities without one, and ``masks['image']`` is false). When fewer than two different
-    vectors remain (all zero, all identical, or a single one), images cannot tell any entity from another: the image
-    modality is absent -- never reported as used.
-    """
-    zero = [ent for ent, vec in vectors.items() if not vec.any()]
-    if zero:
-        _warn(notes, f"{path}: {len(zero)} entit{'y has' if len(zero) == 1 else 'ies have'} an all-zero image "
-                     f"vector (e.g. entity {zero[0]}), counted as having no image")
-        vectors = {ent: vec for ent, vec in vectors.items() if vec.any()}
-    first = next(iter(vectors.values()), None)
-    if first is None or all(np.array_equal(vec, first) for vec in vectors.values()):  # stops at the first difference
-        what = "every vector is all-zero" if first is None else f"the {len(vectors)} non-zero vector(s) are identical"
-        _warn(notes, f"{path}: {what}, so images cannot tell entities apart: the image modality is absent")
-        return None
-    return vectors
-
-
-def load_pair(spec: DatasetSpec, root: str | Path) -> KGPair:
-    """Read and validate every file of ``spec`` under ``root``."""
+def load_pair(spec: PairSpec, root: str | Path) -> KGPair:
+    """Read and validate every file of ``spec`` under ``root`` (:func:`resolve_root`)."""
+    if isinstance(spec, TsvPairSpec):
+        return load_tsv_pair(spec, root)
     root = Path(root)
     folder = root / spec.folder
     files: dict[str, str] = {}
@@ -222,7 +197,7 @@ def load_pair(spec: DatasetSpec, root: str | Path) -> KGPair:
     files.update(triples_1=str(folder / "triples_1"), triples_2=str(folder / "triples_2"))
     for name, triples in (("triples_1", triples1), ("triples_2", triples2)):
         if not has_edge(triples):
-            _warn(notes, f"{folder / name}: no edge between two different entities (self-loops only): the graph "
+            warn(notes, f"{folder / name}: no edge between two different entities (self-loops only): the graph "
                          "has no structure, so structure is reported absent")
     conflicts: list[DataFormatError] = []
     links = read_links(folder / "ill_ent_ids", ids1, ids2, num_entities, conflicts=conflicts)
@@ -231,14 +206,8 @@ def load_pair(spec: DatasetSpec, root: str | Path) -> KGPair:
         if spec.gold_one_to_one:
             raise conflicts[0]
         for conflict in conflicts:
-            _warn(notes, f"gold links not 1-to-1, kept as published: {conflict.path}, line {conflict.line}: "
+            warn(notes, f"gold links not 1-to-1, kept as published: {conflict.path}, line {conflict.line}: "
                          f"{conflict.problem}")
-    # relation ids as a dense 0..R-1 range (order kept): memory follows the number of relations, not the largest id
-    relation_ids, dense = np.unique(np.concatenate([triples1[:, 1], triples2[:, 1]]), return_inverse=True)
-    triples1, triples2 = triples1.copy(), triples2.copy()
-    triples1[:, 1], triples2[:, 1] = dense[: len(triples1)], dense[len(triples1):]
-    num_relations = len(relation_ids)
-
     attr_pairs: list[tuple[int, str]] = []
     for name in spec.attributes:
         path = folder / name
@@ -250,9 +219,6 @@ def load_pair(spec: DatasetSpec, root: str | Path) -> KGPair:
         files[f"attributes:{name}"] = str(path)
         if skipped:
             notes.append(f"{name}: {skipped} lines skipped (URI not in the pair)")
-    attribute_names = sorted({key for _, key in attr_pairs})
-    attr_index = {key: k for k, key in enumerate(attribute_names)}
-    attribute_pairs = np.asarray([(e, attr_index[k]) for e, k in attr_pairs], dtype=np.int64).reshape(-1, 2)
 
     numeric_rows: list[tuple[int, str, float]] = []
     for rel in spec.numeric:
@@ -265,8 +231,6 @@ def load_pair(spec: DatasetSpec, root: str | Path) -> KGPair:
         files[f"numeric:{rel}"] = str(path)
         if skipped:
             notes.append(f"{rel}: {skipped} lines skipped (URI not in the pair)")
-    numeric_attribute_names = sorted({a for _, a, _ in numeric_rows})
-    num_index = {a: k for k, a in enumerate(numeric_attribute_names)}
 
     names: list[str | None] = [None] * num_entities
     if spec.names_from_uri:
@@ -288,27 +252,10 @@ def load_pair(spec: DatasetSpec, root: str | Path) -> KGPair:
     else:
         notes.append("no image features: the visual modality is absent")
 
-    pair = KGPair(
-        name=spec.name,
-        uris=uris,
-        kg1_ids=np.sort(ids1),
-        kg2_ids=np.sort(ids2),
-        triples1=triples1,
-        triples2=triples2,
-        num_relations=num_relations,
-        relation_ids=relation_ids.astype(np.int64),
-        gold_links=links,
-        attribute_pairs=attribute_pairs,
-        attribute_names=attribute_names,
-        numeric_entities=np.asarray([e for e, _, _ in numeric_rows], dtype=np.int64),
-        numeric_attributes=np.asarray([num_index[a] for _, a, _ in numeric_rows], dtype=np.int64),
-        numeric_values=np.asarray([v for _, _, v in numeric_rows], dtype=np.float64),
-        numeric_attribute_names=numeric_attribute_names,
-        names=names,
-        image_features=image_features,
-        files=files,
-        notes=notes,
-    )
+    pair = KGPair.from_records(
+        name=spec.name, uris=uris, kg1_ids=ids1, kg2_ids=ids2, triples1=triples1, triples2=triples2,
+        gold_links=links, attribute_keys=attr_pairs, numeric_rows=numeric_rows, names=names,
+        image_features=image_features, files=files, notes=notes)
     counts = pair.counts()
     mismatched = {k: (counts[k], v) for k, v in spec.expected_counts.items() if counts.get(k) != v}
     if mismatched:

@@ -1,7 +1,8 @@
-"""The typed in-memory view of one knowledge-graph pair, as read from the ``mmkg`` layout."""
+"""The typed in-memory view of one knowledge-graph pair, as read from the ``mmkg`` layout or a user's TSV files."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,6 +52,50 @@ class KGPair:
     image_features: dict[int, np.ndarray] | None
     files: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_records(cls, *, name: str, uris: list[str], kg1_ids: np.ndarray, kg2_ids: np.ndarray,
+                     triples1: np.ndarray, triples2: np.ndarray, gold_links: np.ndarray,
+                     attribute_keys: Sequence[tuple[int, str]], numeric_rows: Sequence[tuple[int, str, float]],
+                     names: list[str | None], image_features: dict[int, np.ndarray] | None,
+                     files: dict[str, str], notes: list[str]) -> KGPair:
+        """The pair of records as a reader gives them, whatever the file layout.
+
+        Args:
+            triples1 / triples2: ``(T, 3)`` with the relation ids of the files (any non-negative integers): they
+                are renumbered to a dense ``0..R-1`` in their order (``relation_ids`` keeps the given ones).
+            attribute_keys: ``(entity_id, attribute key)`` pairs; keys are indexed in sorted order.
+            numeric_rows: ``(entity_id, attribute, value)``; attributes are indexed in sorted order.
+            The other arguments are the fields of the same name.
+        """
+        relation_ids, dense = np.unique(np.concatenate([triples1[:, 1], triples2[:, 1]]), return_inverse=True)
+        triples1, triples2 = triples1.copy(), triples2.copy()
+        triples1[:, 1], triples2[:, 1] = dense[: len(triples1)], dense[len(triples1):]
+        attribute_names = sorted({key for _, key in attribute_keys})
+        attr_index = {key: k for k, key in enumerate(attribute_names)}
+        numeric_attribute_names = sorted({a for _, a, _ in numeric_rows})
+        num_index = {a: k for k, a in enumerate(numeric_attribute_names)}
+        return cls(
+            name=name,
+            uris=uris,
+            kg1_ids=np.sort(kg1_ids),
+            kg2_ids=np.sort(kg2_ids),
+            triples1=triples1,
+            triples2=triples2,
+            num_relations=len(relation_ids),
+            relation_ids=relation_ids.astype(np.int64),
+            gold_links=gold_links,
+            attribute_pairs=np.asarray([(e, attr_index[k]) for e, k in attribute_keys], dtype=np.int64).reshape(-1, 2),
+            attribute_names=attribute_names,
+            numeric_entities=np.asarray([e for e, _, _ in numeric_rows], dtype=np.int64),
+            numeric_attributes=np.asarray([num_index[a] for _, a, _ in numeric_rows], dtype=np.int64),
+            numeric_values=np.asarray([v for _, _, v in numeric_rows], dtype=np.float64),
+            numeric_attribute_names=numeric_attribute_names,
+            names=names,
+            image_features=image_features,
+            files=files,
+            notes=notes,
+        )
 
     @property
     def num_entities(self) -> int:

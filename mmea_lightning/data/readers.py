@@ -1,4 +1,5 @@
-"""Readers for every file of the ``mmkg`` layout (the formats: ``docs/configuration.md``, section ``dataset``).
+"""Readers for every file of the ``mmkg`` layout (the formats: ``docs/configuration.md``, section ``dataset``) and of
+a user's own pair of URI-keyed TSV files (the formats: ``docs/own_data.md``; :mod:`mmea_lightning.data.tsv_pair`).
 
 Each reader validates strictly: a malformed line, an id outside the entity files, a duplicate gold link, an
 entity linked twice (the gold alignment is 1-to-1) or a missing file raise :class:`DataFormatError` naming the
@@ -129,6 +130,53 @@ def read_triples(path: str | Path, valid_ids: np.ndarray, num_entities: int) -> 
     return np.asarray(rows, dtype=np.int64).reshape(-1, 3)
 
 
+class _OneToOneLinks:
+    """Collects gold links line by line: refuses a repeated link and records every entity linked twice.
+
+    An entity linked twice breaks the 1-to-1 gold alignment (the error names both lines); with a ``conflicts`` list
+    such links are kept and their errors appended there, else the first one is raised.
+    """
+
+    def __init__(self, path: Path, conflicts: list[DataFormatError] | None):
+        self.path = path
+        self.conflicts = conflicts
+        self.seen: dict[tuple[int, int], int] = {}
+        self.left: dict[int, tuple[int, str]] = {}  # kg1 id -> (line, kg2 entity as shown) of its link
+        self.right: dict[int, tuple[int, str]] = {}  # kg2 id -> (line, kg1 entity as shown)
+        self.rows: list[tuple[int, int]] = []
+
+    def add(self, number: int, a: int, b: int, shown: tuple[str, str] | None = None) -> None:
+        """Add the link ``(a, b)`` of line ``number``; ``shown`` names the two entities in messages (ids if None)."""
+        shown_a, shown_b = shown or (str(a), str(b))
+        if (a, b) in self.seen:
+            raise DataFormatError(self.path, f"duplicate gold link ({shown_a}, {shown_b}), first on line "
+                                  f"{self.seen[(a, b)]}.", line=number, fix="remove the repeated line.")
+        for ent, shown_ent, shown_other, taken, side_name in ((a, shown_a, shown_b, self.left, "KG1"),
+                                                              (b, shown_b, shown_a, self.right, "KG2")):
+            if ent in taken:
+                first, partner = taken[ent]
+                error = DataFormatError(
+                    self.path, f"{side_name} entity {shown_ent} is linked on line {first} (to {partner}) and again on "
+                    f"line {number} (to {shown_other}); the gold alignment must be 1-to-1, else one entity can sit "
+                    "on both sides of a train/test split.", line=number,
+                    fix=f"keep one of lines {first} and {number} (the correct counterpart of {shown_ent}); to keep a "
+                    "published release's many-to-one links as they are, set gold_one_to_one: false in the dataset "
+                    "config.")
+                if self.conflicts is None:
+                    raise error
+                self.conflicts.append(error)
+        self.seen[(a, b)] = number
+        self.left.setdefault(a, (number, shown_b))
+        self.right.setdefault(b, (number, shown_a))
+        self.rows.append((a, b))
+
+    def links(self, fix: str) -> np.ndarray:
+        """The ``(L, 2)`` links; no link at all is a :class:`DataFormatError` with ``fix``."""
+        if not self.rows:
+            raise DataFormatError(self.path, "no gold links.", fix=fix)
+        return np.asarray(self.rows, dtype=np.int64)
+
+
 def read_links(path: str | Path, kg1_ids: np.ndarray, kg2_ids: np.ndarray, num_entities: int,
                conflicts: list[DataFormatError] | None = None) -> np.ndarray:
     """``kg1_id<TAB>kg2_id`` gold links -> ``(L, 2)``.
@@ -141,10 +189,7 @@ def read_links(path: str | Path, kg1_ids: np.ndarray, kg2_ids: np.ndarray, num_e
     side = np.zeros(num_entities, dtype=np.int8)
     side[kg1_ids] = 1
     side[kg2_ids] = 2
-    seen: dict[tuple[int, int], int] = {}
-    left_line: dict[int, tuple[int, int]] = {}  # kg1 id -> (line, kg2 id) of its link
-    right_line: dict[int, tuple[int, int]] = {}  # kg2 id -> (line, kg1 id)
-    rows: list[tuple[int, int]] = []
+    links = _OneToOneLinks(path, conflicts)
     for number, fields in _lines(path):
         if len(fields) != 2:
             raise DataFormatError(path, f"expected 2 tab-separated fields (kg1_id, kg2_id), found {len(fields)}.",
@@ -157,29 +202,8 @@ def read_links(path: str | Path, kg1_ids: np.ndarray, kg2_ids: np.ndarray, num_e
         if not (0 <= b < num_entities and side[b] == 2):
             raise DataFormatError(path, f"right id {b} is not a KG2 entity (ent_ids_2).", line=number,
                                   fix="the first column must hold KG1 ids, the second KG2 ids.")
-        if (a, b) in seen:
-            raise DataFormatError(path, f"duplicate gold link ({a}, {b}), first on line {seen[(a, b)]}.",
-                                  line=number, fix="remove the repeated line.")
-        for ent, other, taken, side_name in ((a, b, left_line, "KG1"), (b, a, right_line, "KG2")):
-            if ent in taken:
-                first, partner = taken[ent]
-                error = DataFormatError(
-                    path, f"{side_name} entity {ent} is linked on line {first} (to {partner}) and again on line "
-                    f"{number} (to {other}); the gold alignment must be 1-to-1, else one entity can sit on both "
-                    "sides of a train/test split.", line=number,
-                    fix=f"keep one of lines {first} and {number} (the correct counterpart of {ent}); to keep a "
-                    "published release's many-to-one links as they are, set gold_one_to_one: false in the dataset "
-                    "config.")
-                if conflicts is None:
-                    raise error
-                conflicts.append(error)
-        seen[(a, b)] = number
-        left_line.setdefault(a, (number, b))
-        right_line.setdefault(b, (number, a))
-        rows.append((a, b))
-    if not rows:
-        raise DataFormatError(path, "no gold links.", fix="ill_ent_ids must hold at least one link.")
-    return np.asarray(rows, dtype=np.int64)
+        links.add(number, a, b)
+    return links.links(fix="ill_ent_ids must hold at least one link.")
 
 
 def read_attribute_keys(path: str | Path, uri_to_id: dict[str, int]) -> tuple[list[tuple[int, str]], int]:
@@ -258,17 +282,21 @@ def read_numeric_triples(path: str | Path, uri_to_id: dict[str, int]) -> tuple[l
         if ent is None:
             skipped += 1
             continue
-        try:
-            value = parse_numeric_value(fields[2])
-        except ImpossibleDateError as err:
-            raise DataFormatError(path, f"value {fields[2]!r} is an impossible date: {err}.", line=number,
-                                  fix="write a real calendar date (YYYY-MM-DD), with '#' (or 0) for unknown "
-                                  "digits.") from None
-        except ValueError:
-            raise DataFormatError(path, f"value {fields[2]!r} is neither a finite number nor a date.",
-                                  line=number, fix="write a number (12.5) or a date (1969-03-01).") from None
-        rows.append((ent, fields[1], value))
+        rows.append((ent, fields[1], _numeric_value(path, number, fields[2])))
     return rows, skipped
+
+
+def _numeric_value(path: Path, number: int, text: str) -> float:
+    """:func:`parse_numeric_value` of line ``number``'s value, or a :class:`DataFormatError` naming the line."""
+    try:
+        return parse_numeric_value(text)
+    except ImpossibleDateError as err:
+        raise DataFormatError(path, f"value {text!r} is an impossible date: {err}.", line=number,
+                              fix="write a real calendar date (YYYY-MM-DD), with '#' (or 0) for unknown "
+                              "digits.") from None
+    except ValueError:
+        raise DataFormatError(path, f"value {text!r} is neither a finite number nor a date.",
+                              line=number, fix="write a number (12.5) or a date (1969-03-01).") from None
 
 
 def read_translated_names(path: str | Path, num_entities: int) -> dict[int, str]:
@@ -423,3 +451,208 @@ def _image_vector(path: Path, entity: int, value: object) -> np.ndarray:
         raise DataFormatError(path, f"the vector of entity {entity} has shape {array.shape}; a 1-D, non-empty vector "
                               "is expected (it is never flattened: its layout would be guessed).", fix=fix)
     return array.astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------ your own pair: URI-keyed TSV
+# The readers below read the files of a user's own pair (:mod:`mmea_lightning.data.tsv_pair`): every entity is named
+# by its URI, never by an id. URI fields must be non-empty, without surrounding whitespace or a byte-order mark.
+
+_NO_BOM_FIX = ("re-save the file as UTF-8 without byte-order marks (a BOM at the very start of a file is ignored; "
+               "one inside it, e.g. from concatenated files, would become part of a URI).")
+
+
+def _uri(path: Path, number: int, text: str, what: str) -> str:
+    """``text`` when it is a usable URI field, else a :class:`DataFormatError` naming the line and the fix."""
+    if not text.strip():
+        raise DataFormatError(path, f"the {what} is empty.", line=number,
+                              fix="write a non-empty URI in every URI column (a doubled or trailing tab leaves one "
+                              "empty).")
+    if "\ufeff" in text:
+        raise DataFormatError(path, f"the {what} {text!r} holds a byte-order mark (U+FEFF).", line=number,
+                              fix=_NO_BOM_FIX)
+    if text != text.strip():
+        raise DataFormatError(path, f"the {what} {text!r} has leading or trailing whitespace.", line=number,
+                              fix="remove the spaces around the URI: URIs are matched exactly.")
+    return text
+
+
+def _fields(path: Path, number: int, fields: list[str], counts: tuple[int, ...], layout: str) -> list[str]:
+    """``fields`` when there are ``counts`` of them, else a :class:`DataFormatError` showing ``layout``."""
+    if len(fields) not in counts:
+        expected = " or ".join(str(c) for c in counts)
+        raise DataFormatError(path, f"expected {expected} tab-separated fields ({layout}), found {len(fields)}.",
+                              line=number, fix=f"write one '{layout}' record per line, fields separated by one tab.")
+    return fields
+
+
+def read_uri_triples(path: str | Path) -> list[tuple[str, str, str]]:
+    """``head_uri<TAB>relation_uri<TAB>tail_uri`` -> ``[(head, relation, tail)]`` in file order.
+
+    A file without any triple is a :class:`DataFormatError` (see :func:`read_triples`).
+    """
+    path = Path(path)
+    rows = []
+    for number, fields in _lines(path):
+        head, relation, tail = _fields(path, number, fields, (3,), "head_uri<TAB>relation_uri<TAB>tail_uri")
+        rows.append((_uri(path, number, head, "head URI"), _uri(path, number, relation, "relation URI"),
+                     _uri(path, number, tail, "tail URI")))
+    if not rows:
+        raise DataFormatError(path, "no triples: this graph has no edge, so its structure (which every aligner uses) "
+                              "is missing.", fix="write one 'head_uri<TAB>relation_uri<TAB>tail_uri' line per triple; "
+                              "both graphs of a pair need relation triples.")
+    return rows
+
+
+def read_uri_list(path: str | Path, what: str) -> list[tuple[int, str]]:
+    """One URI per line -> ``[(line_number, uri)]`` in file order; a repeated URI is a :class:`DataFormatError`."""
+    path = Path(path)
+    rows: list[tuple[int, str]] = []
+    first: dict[str, int] = {}
+    for number, fields in _lines(path):
+        uri = _uri(path, number, _fields(path, number, fields, (1,), "uri")[0], what)
+        if uri in first:
+            raise DataFormatError(path, f"{what} {uri!r} is listed again (first on line {first[uri]}).", line=number,
+                                  fix="list every URI once.")
+        first[uri] = number
+        rows.append((number, uri))
+    return rows
+
+
+def read_uri_links(path: str | Path, kg1: dict[str, int], kg2: dict[str, int], sources: tuple[str, str],
+                   conflicts: list[DataFormatError] | None = None) -> np.ndarray:
+    """``kg1_uri<TAB>kg2_uri`` gold links -> ``(L, 2)`` ids, with ``kg1`` / ``kg2`` mapping each graph's URIs to ids.
+
+    Rejects a URI that is no entity of its graph (``sources`` name where a graph's entities come from, for the
+    message), swapped columns, duplicate links and -- unless ``conflicts`` collects them -- any entity linked twice.
+    """
+    path = Path(path)
+    links = _OneToOneLinks(path, conflicts)
+    graphs = (("KG1", kg1, kg2, sources[0]), ("KG2", kg2, kg1, sources[1]))
+    for number, fields in _lines(path):
+        uris = _fields(path, number, fields, (2,), "kg1_uri<TAB>kg2_uri")
+        ids = []
+        for column, (uri_text, (graph, index, other, source)) in enumerate(zip(uris, graphs, strict=True)):
+            uri = _uri(path, number, uri_text, f"{graph} URI")
+            if uri not in index:
+                if uri in other and uris[1 - column].strip() in index:
+                    raise DataFormatError(path, f"{uri!r} is a {'KG2' if graph == 'KG1' else 'KG1'} entity, not a "
+                                          f"{graph} one: the columns look swapped.", line=number,
+                                          fix="write 'kg1_uri<TAB>kg2_uri': the entity of triples_1.tsv first.")
+                raise DataFormatError(path, f"the {graph} URI {uri!r} is in no triple of {source}.", line=number,
+                                      fix="check the URI (URIs are matched exactly: case, prefix and trailing "
+                                      f"slash); an entity without triples can be declared in "
+                                      f"entities_{graph[-1]}.tsv (one URI per line), or remove the link.")
+            ids.append(index[uri])
+        links.add(number, ids[0], ids[1], shown=(repr(uris[0]), repr(uris[1])))
+    return links.links(fix="write at least one 'kg1_uri<TAB>kg2_uri' link.")
+
+
+def read_uri_attributes(path: str | Path, index: dict[str, int]) -> tuple[list[tuple[int, str]], list[int]]:
+    """``uri<TAB>attribute[<TAB>value]`` -> ``([(entity_id, attribute)], skipped_lines)``.
+
+    The attribute modality uses the keys (as EVA, MCLEA and MEAformer do); a value is allowed and not read. Lines whose
+    URI is no entity of the graph are skipped and their numbers returned (the caller records them).
+    """
+    path = Path(path)
+    pairs: list[tuple[int, str]] = []
+    skipped: list[int] = []
+    for number, fields in _lines(path):
+        fields = _fields(path, number, fields, (2, 3), "uri<TAB>attribute[<TAB>value]")
+        uri = _uri(path, number, fields[0], "entity URI")
+        if not fields[1].strip():
+            raise DataFormatError(path, "the attribute is empty.", line=number,
+                                  fix="write 'uri<TAB>attribute[<TAB>value]' with a non-empty attribute.")
+        if uri not in index:
+            skipped.append(number)
+            continue
+        pairs.append((index[uri], fields[1]))
+    return pairs, skipped
+
+
+def read_uri_numeric(path: str | Path, index: dict[str, int]) -> tuple[list[tuple[int, str, float]], list[int]]:
+    """``uri<TAB>attribute<TAB>value`` -> ``([(entity_id, attribute, value)], skipped_lines)``.
+
+    Values are numbers or dates (:func:`parse_numeric_value`); lines of unknown URIs are skipped (numbers returned).
+    """
+    path = Path(path)
+    rows: list[tuple[int, str, float]] = []
+    skipped: list[int] = []
+    for number, fields in _lines(path):
+        fields = _fields(path, number, fields, (3,), "uri<TAB>attribute<TAB>value")
+        uri = _uri(path, number, fields[0], "entity URI")
+        if not fields[1].strip():
+            raise DataFormatError(path, "the attribute is empty.", line=number,
+                                  fix="write 'uri<TAB>attribute<TAB>value' with a non-empty attribute.")
+        value = _numeric_value(path, number, fields[2])
+        if uri not in index:
+            skipped.append(number)
+            continue
+        rows.append((index[uri], fields[1], value))
+    return rows, skipped
+
+
+def read_uri_names(path: str | Path, index: dict[str, int]) -> tuple[dict[int, str], list[int]]:
+    """``uri<TAB>name`` -> ``({entity_id: name}, skipped_lines)``; a second name for one URI is an error."""
+    path = Path(path)
+    names: dict[int, str] = {}
+    first: dict[str, int] = {}
+    skipped: list[int] = []
+    for number, fields in _lines(path):
+        uri, name = _fields(path, number, fields, (2,), "uri<TAB>name")
+        uri = _uri(path, number, uri, "entity URI")
+        if not name.strip():
+            raise DataFormatError(path, f"the name of {uri!r} is empty.", line=number,
+                                  fix="write a name, or remove the line (an entity without a name is allowed).")
+        if uri in first:
+            raise DataFormatError(path, f"{uri!r} already has a name on line {first[uri]}.", line=number,
+                                  fix="keep one name per entity.")
+        first[uri] = number
+        if uri not in index:
+            skipped.append(number)
+            continue
+        names[index[uri]] = name.strip()
+    return names, skipped
+
+
+def read_image_matrix(matrix_path: str | Path, uris_path: str | Path,
+                      index: dict[str, int]) -> tuple[dict[int, np.ndarray], list[int]]:
+    """``images_<g>.npy`` (a ``(K, d)`` numeric matrix) and its URI list (line ``i`` names row ``i``) ->
+    ``({entity_id: float32 vector}, skipped_lines)``.
+
+    The matrix is read with ``numpy.load(allow_pickle=False)``: an object array (which would need unpickling) is
+    refused. It must be 2-D, non-empty, finite, with exactly one row per URI line; URIs that are no entity of the
+    graph are skipped (their line numbers returned). Pickled dicts are read only in the benchmark layout
+    (:func:`read_image_features`).
+    """
+    matrix_path, uris_path = Path(matrix_path), Path(uris_path)
+    fix = ("save a (K, d) float matrix with numpy.save (row i = the entity on line i of "
+           f"{uris_path.name}).")
+    try:
+        matrix = np.load(matrix_path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise DataFormatError(matrix_path, f"is not a readable .npy numeric array ({err}).", fix=fix) from None
+    if not isinstance(matrix, np.ndarray) or matrix.dtype.kind not in "fiu":
+        raise DataFormatError(matrix_path, f"holds {getattr(matrix, 'dtype', type(matrix).__name__)} values, not "
+                              "numbers.", fix=fix)
+    if matrix.ndim != 2 or 0 in matrix.shape:
+        raise DataFormatError(matrix_path, f"has shape {matrix.shape}; a 2-D (entities, dimensions) matrix with at "
+                              "least one row and one column is expected.", fix=fix)
+    uris = read_uri_list(uris_path, "image URI")
+    if len(uris) != matrix.shape[0]:
+        raise DataFormatError(uris_path, f"lists {len(uris)} URIs but {matrix_path.name} has {matrix.shape[0]} rows.",
+                              fix=f"write one URI per row of {matrix_path.name}, in row order.")
+    matrix = matrix.astype(np.float32)
+    bad = np.flatnonzero(~np.isfinite(matrix).all(axis=1))
+    if bad.size:
+        number, uri = uris[int(bad[0])]
+        raise DataFormatError(matrix_path, f"row {int(bad[0])} ({uri!r}, line {number} of {uris_path.name}) holds "
+                              "NaN or infinite values.", fix="store finite vectors; drop the row (and its URI) of "
+                              "an entity without an image.")
+    features: dict[int, np.ndarray] = {}
+    skipped: list[int] = []
+    for row, (number, uri) in enumerate(uris):
+        if uri in index:
+            features[index[uri]] = matrix[row]
+        else:
+            skipped.append(number)
+    return features, skipped
