@@ -7,19 +7,19 @@ usual extra assumption of the 1-to-1 benchmarks. Both decoders need the dense ``
 
 from __future__ import annotations
 
-import heapq
-
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
+
+from mmea_lightning.similarity import cosine_similarity, greedy_matching, greedy_matching_sorted
 
 __all__ = ["DECODERS", "greedy_one_to_one", "hungarian_one_to_one", "one_to_one_metrics", "similarity_matrix"]
 
 DECODERS: tuple[str, ...] = ("greedy", "hungarian")
-#: greedy sorts the whole flattened matrix at or below this many entries, else uses per-row candidates
-_MAX_SORTED = 1_000_000  # above this, the top-k candidate path is faster (same result)
+#: greedy sorts the whole flattened matrix at or below this many entries, else uses per-row candidates (same result;
+#: the sort bounds the time when many rows prefer the same columns, the candidates need no ``L * R`` sort)
+_MAX_SORTED = 1_000_000
 #: refuse the Hungarian solver above this many entries (dense float32 + float64 copies)
 _MAX_HUNGARIAN = 400_000_000
 _TOPK = 32
@@ -45,7 +45,7 @@ def _check_sim(sim: Tensor) -> None:
 @torch.no_grad()
 def similarity_matrix(embeddings: Tensor, left: Tensor, right: Tensor, chunk_size: int = 4096) -> Tensor:
     """Cosine similarities ``(L, R)`` float32 between ``embeddings[left]`` ``(L,)`` and ``embeddings[right]``
-    ``(R,)``, computed ``chunk_size`` rows at a time (peak extra memory ``O(chunk_size * (R + d))``)."""
+    ``(R,)``, computed ``chunk_size`` rows at a time (:func:`mmea_lightning.similarity.cosine_similarity`)."""
     if not isinstance(embeddings, Tensor) or embeddings.dim() != 2:
         raise ValueError(f"embeddings must have shape (N, d), got shape {tuple(getattr(embeddings, 'shape', ()))}")
     if chunk_size < 1:
@@ -53,12 +53,7 @@ def similarity_matrix(embeddings: Tensor, left: Tensor, right: Tensor, chunk_siz
     num = embeddings.size(0)
     left = _check_ids(left, "left", num).reshape(-1).to(embeddings.device)
     right = _check_ids(right, "right", num).reshape(-1).to(embeddings.device)
-    right_emb = F.normalize(embeddings[right].float(), dim=1)
-    sim = torch.empty(left.numel(), right.numel(), dtype=torch.float32, device=embeddings.device)
-    for start in range(0, left.numel(), chunk_size):
-        rows = F.normalize(embeddings[left[start : start + chunk_size]].float(), dim=1)
-        sim[start : start + chunk_size] = rows @ right_emb.t()
-    return sim
+    return cosine_similarity(embeddings[left], embeddings[right], chunk_size)
 
 
 def _pairs(rows, cols) -> Tensor:
@@ -67,98 +62,12 @@ def _pairs(rows, cols) -> Tensor:
     return pairs[torch.argsort(pairs[:, 0])] if pairs.numel() else pairs.reshape(0, 2)
 
 
-def _greedy_sorted(sim: Tensor) -> Tensor:
-    """Greedy matching by one stable descending sort of all ``L * R`` scores (ties: row, then column, since
-    the flattened index is row-major). The sorted edges are scanned in blocks; within a block, an edge
-    whose row and column both occur there for the first time (among edges still free) is taken by the
-    sequential greedy whatever happens before it, so all such edges are matched at once."""
-    num_rows, num_cols = sim.shape
-    order = torch.argsort(sim.reshape(-1), descending=True, stable=True).cpu().numpy()
-    row_used = np.zeros(num_rows, dtype=bool)
-    col_used = np.zeros(num_cols, dtype=bool)
-    out_rows, out_cols = [], []
-    remaining = min(num_rows, num_cols)
-    block = 1 << 16
-    for start in range(0, order.size, block):
-        if remaining == 0:
-            break
-        rows, cols = np.divmod(order[start : start + block], num_cols)
-        while rows.size:
-            keep = ~(row_used[rows] | col_used[cols])
-            rows, cols = rows[keep], cols[keep]
-            if not rows.size:
-                break
-            first = np.zeros(rows.size, dtype=bool)
-            first[np.unique(rows, return_index=True)[1]] = True
-            first_col = np.zeros(rows.size, dtype=bool)
-            first_col[np.unique(cols, return_index=True)[1]] = True
-            take = first & first_col
-            row_used[rows[take]] = True
-            col_used[cols[take]] = True
-            out_rows.append(rows[take])
-            out_cols.append(cols[take])
-            remaining -= int(take.sum())
-    if not out_rows:
-        return torch.zeros(0, 2, dtype=torch.long)
-    return _pairs(np.concatenate(out_rows), np.concatenate(out_cols))
-
-
-def _sorted_topk(values: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """Per row of ``values (n, C)``, the ``k`` best entries ordered by (value desc, column asc), exactly
-    (``torch.topk`` alone may pick any of several tied entries at the k-th place) -> ``(n, k)`` values, columns."""
-    vals, idx = torch.topk(values, k, dim=1)
-    idx, perm = torch.sort(idx, dim=1)  # column order, then a stable sort by value
-    vals = vals.gather(1, perm)
-    vals, perm = torch.sort(vals, dim=1, descending=True, stable=True)
-    idx = idx.gather(1, perm)
-    ambiguous = ((values >= vals[:, -1:]).sum(1) > k).nonzero().flatten()  # ties across the k-th place
-    if ambiguous.numel():
-        full_vals, full_idx = torch.sort(values[ambiguous], dim=1, descending=True, stable=True)
-        vals[ambiguous], idx[ambiguous] = full_vals[:, :k], full_idx[:, :k]
-    return vals, idx
-
-
 def _greedy_candidates(sim: Tensor, k: int = _TOPK, chunk_size: int = 1024) -> Tensor:
-    """Greedy matching with a lazy priority queue over per-row candidate lists (``k`` best columns per row).
-
-    The heap holds one entry ``(-score, row, col)`` per unmatched row (its best candidate not yet known to
-    be taken), so the popped entry is the best remaining edge in the order (score desc, row asc, col asc)
-    unless its column is taken, in which case the row moves to its next candidate. A row whose list is
-    exhausted gets the next ``k`` best of the still-free columns. Memory ``O(L * k)`` beyond ``sim``.
-    """
+    """:func:`mmea_lightning.similarity.greedy_matching` over the rows of the dense ``sim`` (``k`` candidate
+    columns per row, ``chunk_size`` rows ranked at once) -> pairs sorted by row."""
     sim = sim.cpu()
-    num_rows, num_cols = sim.shape
-    k = min(k, num_cols)
-    cand_vals: list[list[float]] = []
-    cand_cols: list[list[int]] = []
-    for start in range(0, num_rows, chunk_size):
-        vals, idx = _sorted_topk(sim[start : start + chunk_size], k)
-        cand_vals.extend(vals.tolist())
-        cand_cols.extend(idx.tolist())
-    pointer = [0] * num_rows
-    heap = [(-cand_vals[i][0], i, cand_cols[i][0]) for i in range(num_rows)]
-    heapq.heapify(heap)
-    col_used = np.zeros(num_cols, dtype=bool)
-    out_rows, out_cols = [], []
-    remaining = min(num_rows, num_cols)
-    while remaining and heap:
-        _, i, j = heapq.heappop(heap)
-        if not col_used[j]:
-            col_used[j] = True
-            out_rows.append(i)
-            out_cols.append(j)
-            remaining -= 1
-            continue
-        cols, p = cand_cols[i], pointer[i] + 1
-        while p < len(cols) and col_used[cols[p]]:
-            p += 1
-        if p == len(cols):  # refill from the free columns
-            free = torch.from_numpy(np.flatnonzero(~col_used))
-            vals, idx = _sorted_topk(sim[i, free].unsqueeze(0), min(k, free.numel()))
-            cand_vals[i], cand_cols[i], p = vals[0].tolist(), free[idx[0]].tolist(), 0
-        pointer[i] = p
-        heapq.heappush(heap, (-cand_vals[i][p], i, cand_cols[i][p]))
-    return _pairs(out_rows, out_cols)
+    pairs, _ = greedy_matching(lambda rows: sim[rows], sim.size(0), sim.size(1), k=k, chunk_size=chunk_size)
+    return _pairs(pairs[:, 0].numpy(), pairs[:, 1].numpy())
 
 
 @torch.no_grad()
@@ -166,13 +75,15 @@ def greedy_one_to_one(sim: Tensor) -> Tensor:
     """Greedy one-to-one matching of ``sim (L, R)``: repeatedly take the highest remaining pair, never reusing
     a row or a column, ties broken by row then column index (deterministic).
 
-    Returns ``(min(L, R), 2)`` long pairs ``(row, col)`` sorted by row. Exact in both regimes: one stable sort
-    of the flattened matrix when ``L * R <= 2e7``, else lazily refreshed top-k candidates per row.
+    Returns ``(min(L, R), 2)`` long pairs ``(row, col)`` sorted by row. Exact in both regimes of the shared
+    matcher: one stable sort of the flattened matrix when ``L * R <= 1e6``
+    (:func:`mmea_lightning.similarity.greedy_matching_sorted`), else lazily refreshed top-k candidates per row
+    (:func:`mmea_lightning.similarity.greedy_matching`).
     """
     _check_sim(sim)
     if sim.numel() == 0:
         return torch.zeros(0, 2, dtype=torch.long)
-    return _greedy_sorted(sim) if sim.numel() <= _MAX_SORTED else _greedy_candidates(sim)
+    return greedy_matching_sorted(sim) if sim.numel() <= _MAX_SORTED else _greedy_candidates(sim)
 
 
 @torch.no_grad()

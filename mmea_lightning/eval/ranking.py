@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mmea_lightning.similarity import similarity_chunks
+
 __all__ = ["TIE_TOLERANCE", "RankResult", "rank_targets", "rank_metrics"]
 
 #: scores within this distance of the true score tie (cosine scale; see the module docstring)
@@ -109,10 +111,6 @@ class _Scorer:
         self.inverse = inverse if has_duplicates else None  # (C,) candidate -> row of ``unique``
         self.num_candidates = candidates.size(0)
 
-    def unique_scores(self, queries: Tensor) -> Tensor:
-        """``(B, d) -> (B, U)`` cosines against the distinct candidates."""
-        return queries @ self.unique.T
-
     def expand(self, scores: Tensor) -> Tensor:
         """``(..., U) -> (..., C)`` broadcast scores of distinct candidates to all candidates."""
         return scores if self.inverse is None else scores[..., self.inverse]
@@ -137,9 +135,8 @@ def _csls_radii(queries: Tensor, scorer: _Scorer, k: int, chunk_size: int) -> tu
     k_c, k_q = min(k, scorer.num_candidates), min(k, num_q)
     r_c = queries.new_empty(num_q)
     top_q = queries.new_empty(0, scorer.unique.size(0))  # running (<= k_q, U) top cosines per candidate
-    for start in range(0, num_q, chunk_size):
-        sim = scorer.unique_scores(queries[start : start + chunk_size])  # (B, U)
-        r_c[start : start + sim.size(0)] = scorer.expand(sim).topk(k_c, dim=1).values.mean(dim=1)
+    for rows, sim in similarity_chunks(queries, scorer.unique, chunk_size):  # (B, U) against distinct candidates
+        r_c[rows] = scorer.expand(sim).topk(k_c, dim=1).values.mean(dim=1)
         pool = torch.cat([top_q, sim], dim=0)
         top_q = pool.topk(min(k_q, pool.size(0)), dim=0).values
     return r_c, scorer.expand(top_q.mean(dim=0))
@@ -206,15 +203,14 @@ def rank_targets(
     count_dtype = torch.int32 if num_c < 2**31 else torch.int64
     optimistic = torch.empty(num_q, dtype=torch.long, device=device)
     pessimistic = torch.empty(num_q, dtype=torch.long, device=device)
-    for start in range(0, num_q, chunk_size):
-        stop = min(start + chunk_size, num_q)
-        scores = scorer.expand(scorer.unique_scores(q[start:stop]))  # (B, C)
+    for rows, unique_scores in similarity_chunks(q, scorer.unique, chunk_size):
+        scores = scorer.expand(unique_scores)  # (B, C)
         if r_c is not None:
-            scores = 2 * scores - r_c[start:stop, None] - r_q[None, :]
+            scores = 2 * scores - r_c[rows, None] - r_q[None, :]
         # read the true score from the very chunk it is compared with, so exact ties stay ties
-        true = scores.gather(1, targets[start:stop, None])  # (B, 1)
-        optimistic[start:stop] = 1 + (scores > true + tol).sum(dim=1, dtype=count_dtype)
-        pessimistic[start:stop] = (scores >= true - tol).sum(dim=1, dtype=count_dtype)
+        true = scores.gather(1, targets[rows, None])  # (B, 1)
+        optimistic[rows] = 1 + (scores > true + tol).sum(dim=1, dtype=count_dtype)
+        pessimistic[rows] = (scores >= true - tol).sum(dim=1, dtype=count_dtype)
     return RankResult(optimistic.double(), pessimistic.double(), num_c)
 
 

@@ -7,7 +7,8 @@ import logging
 import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from mmea_lightning import similarity
 
 log = logging.getLogger(__name__)
 
@@ -18,25 +19,12 @@ def mutual_nearest_neighbours(embeddings: torch.Tensor, left: torch.Tensor, righ
     """Pairs ``(l, r)`` of ``left x right`` entity ids that are each other's nearest neighbour by cosine.
 
     ``embeddings (N, d)``; ``left (L,)``, ``right (R,)`` ids. Memory ``O(chunk_size * R)``; ties go to the lowest
-    index (``argmax``), so the result is deterministic.
+    index (:func:`mmea_lightning.similarity.mutual_nearest_neighbours`), so the result is deterministic.
     """
     if len(left) == 0 or len(right) == 0:
         return set()
-    lhs = F.normalize(embeddings[left].float(), dim=1)
-    rhs = F.normalize(embeddings[right].float(), dim=1)
-    best_right = torch.empty(len(left), dtype=torch.long, device=lhs.device)
-    col_best = torch.full((len(right),), -float("inf"), device=lhs.device)
-    col_arg = torch.zeros(len(right), dtype=torch.long, device=lhs.device)
-    for start in range(0, len(left), chunk_size):
-        sim = lhs[start:start + chunk_size] @ rhs.t()
-        best_right[start:start + chunk_size] = sim.argmax(dim=1)
-        value, arg = sim.max(dim=0)
-        better = value > col_best
-        col_best = torch.where(better, value, col_best)
-        col_arg = torch.where(better, arg + start, col_arg)
-    rows = torch.arange(len(left), device=lhs.device)
-    mutual = col_arg[best_right] == rows
-    return set(zip(left[rows[mutual]].tolist(), right[best_right[mutual]].tolist()))
+    pairs = similarity.mutual_nearest_neighbours(embeddings[left], embeddings[right], chunk_size)
+    return set(zip(left[pairs[:, 0]].tolist(), right[pairs[:, 1]].tolist()))
 
 
 class IterativeSeedExpansion(L.Callback):

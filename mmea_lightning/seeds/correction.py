@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from mmea_lightning.seeds.fusion import FusedFeatures
+from mmea_lightning.similarity import row_chunks
 
 __all__ = ["error_correction", "unchecked_pairs"]
 
@@ -27,11 +28,11 @@ def error_correction(links: np.ndarray, fused: FusedFeatures, chunk_size: int = 
     if len(links) == 0:
         return keep
     score_rows = fused.scorer(links[:, 0], links[:, 1])
-    for start in range(0, len(links), chunk_size):
-        rows = torch.arange(start, min(start + chunk_size, len(links)))
+    for chunk in row_chunks(len(links), chunk_size):
+        rows = torch.arange(chunk.start, chunk.stop)
         sim = score_rows(rows)  # (c, S)
         own = sim[torch.arange(len(rows)), rows]
-        keep[start:start + len(rows)] = (own >= sim.max(dim=1).values).numpy()
+        keep[chunk] = (own >= sim.max(dim=1).values).numpy()
     return keep
 
 
