@@ -35,7 +35,7 @@ from mmea_lightning.data.loader import DatasetSpec, resolve_root
 from mmea_lightning.data.splits import check_ratios
 from mmea_lightning.data.toy import NotGeneratedHere
 from mmea_lightning.lightning.callbacks import RunTimer
-from mmea_lightning.models.modalities import SURFACE_MODALITIES
+from mmea_lightning.data.modalities import SURFACE_MODALITIES
 from mmea_lightning.run_identity import IDENTITY_FILE, check_same_run, run_identity
 from mmea_lightning.run_lock import RunDirectoryBusy, run_lock
 from mmea_lightning.seeds.quality import quality_table

@@ -43,7 +43,7 @@ import torch
 from torch import Tensor
 
 from mmea_lightning.data.features import FeatureSet
-from mmea_lightning.models.modalities import SURFACE_MODALITIES
+from mmea_lightning.data.modalities import SURFACE_MODALITIES
 from mmea_lightning.seeds.numeric_values import NUMERIC_VALUE, has_numeric_values, numeric_value_table
 
 log = logging.getLogger(__name__)

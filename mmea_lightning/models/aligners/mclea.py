@@ -28,7 +28,7 @@ from mmea_lightning.models.fusion import WeightedConcatFusion
 from mmea_lightning.models.losses.ial import IALLoss
 from mmea_lightning.models.losses.icl import ICLLoss
 from mmea_lightning.models.losses.weighting import UncertaintyWeighting
-from mmea_lightning.models.modalities import describe_modalities, resolve_modalities
+from mmea_lightning.data.modalities import describe_modalities, resolve_modalities
 
 
 class MCLEA(Aligner):

@@ -30,7 +30,7 @@ from mmea_lightning.models.encoders.modality_encoders import gat_modality_encode
 from mmea_lightning.models.fusion import TransformerModalityFusion
 from mmea_lightning.models.losses.icl import ICLLoss
 from mmea_lightning.models.losses.weighting import UncertaintyWeighting
-from mmea_lightning.models.modalities import describe_modalities, resolve_modalities
+from mmea_lightning.data.modalities import describe_modalities, resolve_modalities
 
 
 class MEAformer(Aligner):

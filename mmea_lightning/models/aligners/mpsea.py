@@ -59,7 +59,7 @@ from mmea_lightning.models.fusion_layers.graph_transformer import GraphStructure
 from mmea_lightning.models.fusion_layers.mmpf import PreSynergisticFusion
 from mmea_lightning.models.losses.cprl import CPRL
 from mmea_lightning.models.losses.icl import ICLLoss
-from mmea_lightning.models.modalities import describe_modalities, resolve_modalities
+from mmea_lightning.data.modalities import describe_modalities, resolve_modalities
 
 __all__ = ["ABLATIONS", "MPSEA", "resolve_ablation"]
 

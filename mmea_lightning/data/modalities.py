@@ -1,4 +1,8 @@
-"""Choosing the modalities an aligner uses from what the data really carries."""
+"""Modality names and choosing the modalities an aligner uses from what the data really carries.
+
+In ``data/`` because the names are the feature tables' (``FeatureSet.modalities``): the seed generators, the aligners and
+the run summary all read them, so they live below all three.
+"""
 
 from __future__ import annotations
 
