@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -71,7 +72,7 @@ def test_restore_rebuilds_the_split_and_writes_nothing_into_the_run(trained):
     before = sorted(p.relative_to(out) for p in out.rglob("*"))
     restored = restore_run(summary["run"]["best_checkpoint"])
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
-    test_links = torch.from_numpy(__import__("numpy").loadtxt(out / "split" / "test_links.tsv", dtype="int64"))
+    test_links = torch.from_numpy(np.loadtxt(out / "split" / "test_links.tsv", dtype="int64"))
     assert torch.equal(torch.as_tensor(restored.datamodule.split.test), test_links)
     assert restored.config["dataset"]["name"] == "toy" and not restored.module.training
 
@@ -129,3 +130,103 @@ def test_files_that_are_not_checkpoints_of_this_project(trained, tmp_path):
         restore_run(tmp_path / "pickled.ckpt")
     with pytest.raises(ValueError, match="carries no run config"):
         restore_run(_rewritten(summary, tmp_path, lambda checkpoint: checkpoint.pop("hyper_parameters")))
+
+
+def _predict_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mmea_lightning.predict", "threads=1", *args], capture_output=True,
+                          text=True, timeout=300, cwd=cwd)
+
+
+def _uris(cache_dir: Path) -> dict[int, str]:
+    uris = {}
+    for name in ("ent_ids_1", "ent_ids_2"):
+        for line in (cache_dir / "toy" / "TOY" / "pair" / name).read_text().splitlines():
+            ent, uri = line.split("\t")
+            uris[int(ent)] = uri
+    return uris
+
+
+def test_predict_cli_writes_predictions_whose_top1_agree_with_the_test_hits1(trained, tmp_path, cache_dir):
+    import pandas as pd
+
+    from mmea_lightning.predict import PREDICTION_COLUMNS
+
+    out, summary = trained
+    done = _predict_cli([f"ckpt_path={summary['run']['best_checkpoint']}", "top_k=5",
+                         f"hydra.run.dir={tmp_path / 'predict'}"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    header = (tmp_path / "predict" / "predictions.tsv").read_text().splitlines()[0]
+    assert tuple(header.split("\t")) == PREDICTION_COLUMNS
+    table = pd.read_csv(tmp_path / "predict" / "predictions.tsv", sep="\t")
+    test = torch.from_numpy(np.loadtxt(out / "split" / "test_links.tsv", dtype="int64"))
+    queries = sorted(set(test[:, 0].tolist()))
+    assert len(table) == 5 * len(queries) and sorted(set(table["kg1_id"])) == queries
+    assert set(table["kg2_id"]) <= set(test[:, 1].tolist())  # the test protocol's candidates
+    assert (table.groupby("kg1_id")["rank"].apply(list) == [[1, 2, 3, 4, 5]] * len(queries)).all()
+    assert (table.groupby("kg1_id")["score"].apply(lambda s: s.is_monotonic_decreasing)).all()
+    uris = _uris(cache_dir)
+    assert (table["kg1_uri"] == table["kg1_id"].map(uris)).all()
+    assert (table["kg2_uri"] == table["kg2_id"].map(uris)).all()
+    top1 = dict(zip(table.loc[table["rank"] == 1, "kg1_id"], table.loc[table["rank"] == 1, "kg2_id"]))
+    hits1 = sum(top1[a] == b for a, b in test.tolist()) / len(test)
+    assert hits1 == pytest.approx(summary["test/hits@1"], abs=1e-6)
+    assert table.loc[table["rank"] == 1, "gold"].mean() == pytest.approx(hits1)
+    # the evaluation is train's test: the same metrics
+    predicted = json.loads((tmp_path / "predict" / "metrics.json").read_text())
+    tested = {k: v for k, v in summary.items() if k.startswith("test") and isinstance(v, float)}
+    assert {k: predicted[k] for k in tested} == pytest.approx(tested, rel=1e-6, abs=1e-9)
+    assert predicted["predict"]["checkpoint"] == summary["run"]["best_checkpoint"]
+    assert not (tmp_path / "lightning_logs").exists() and "predict" not in {p.name for p in out.iterdir()}
+
+
+def test_decoding_adds_the_one_to_one_pairs(trained, tmp_path):
+    from mmea_lightning.predict import ALIGNMENT_COLUMNS, predict_checkpoint, write_prediction
+
+    _, summary = trained
+    prediction = predict_checkpoint(summary["run"]["best_checkpoint"], top_k=2, decoding="greedy")
+    alignment, table = prediction.alignment, prediction.predictions
+    queries = prediction.info["queries"]
+    assert len(alignment) == queries == prediction.info["candidates"]  # square test links: everyone is matched
+    assert alignment["kg1_id"].is_unique and alignment["kg2_id"].is_unique
+    aligned = table[table["aligned"] == 1]
+    assert len(aligned) == queries and aligned["kg1_id"].is_unique  # each query's partner, in or beyond the top 2
+    assert (aligned.set_index("kg1_id")["kg2_id"] == alignment.set_index("kg1_id")["kg2_id"]).all()
+    beyond = aligned[aligned["rank"] > 2]
+    assert len(table) == 2 * queries + len(beyond) and len(beyond) > 0
+    # an aligned partner's rank is its place among all candidates: rank 1 rows are the top-1 rows
+    top1 = table[table["rank"] == 1].set_index("kg1_id")["kg2_id"]
+    assert (aligned[aligned["rank"] == 1].set_index("kg1_id")["kg2_id"] == top1.reindex(
+        aligned[aligned["rank"] == 1]["kg1_id"])).all()
+    assert prediction.metrics["test_1to1_greedy/hits@1"] == pytest.approx(alignment["gold"].mean())
+    files = write_prediction(prediction, tmp_path / "out")
+    header = Path(files["alignment"]).read_text().splitlines()[0]
+    assert tuple(header.split("\t")) == ALIGNMENT_COLUMNS
+
+
+def test_entity_sets(trained):
+    from mmea_lightning.predict import predict_checkpoint
+
+    _, summary = trained
+    restored = restore_run(summary["run"]["best_checkpoint"])
+    split, pair = restored.datamodule.split, restored.datamodule.pair
+    seeds = torch.cat([torch.as_tensor(split.train), torch.as_tensor(split.valid)])
+    unaligned = predict_checkpoint(summary["run"]["best_checkpoint"], top_k=3, entities="unaligned", evaluate=False)
+    assert unaligned.metrics == {}
+    assert set(unaligned.predictions["kg1_id"]) == set(pair.kg1_ids.tolist()) - set(seeds[:, 0].tolist())
+    assert not set(unaligned.predictions["kg2_id"]) & set(seeds[:, 1].tolist())
+    everything = predict_checkpoint(summary["run"]["best_checkpoint"], top_k=1, entities="all", evaluate=False)
+    assert len(everything.predictions) == len(pair.kg1_ids) and everything.info["candidates"] == len(pair.kg2_ids)
+
+
+def test_predict_cli_refuses_bad_input_with_exit_status_2(trained, tmp_path):
+    out, _ = trained
+    for ckpt, message in ((tmp_path / "missing.ckpt", "not found"), (out / "metrics.json", "not a PyTorch checkpoint")):
+        done = _predict_cli([f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 'p'}"], cwd=tmp_path)
+        assert done.returncode == 2 and message in done.stderr.strip().splitlines()[-1], done.stderr[-2000:]
+        assert not (tmp_path / "p" / "predictions.tsv").exists()
+    from mmea_lightning.predict import check_options
+
+    with pytest.raises(ValueError, match="top_k=0"):
+        check_options(0, None, "test")
+    with pytest.raises(ValueError, match="entities='train'"):
+        check_options(5, "none", "train")

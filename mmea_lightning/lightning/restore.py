@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,11 +57,16 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device | None = 
                                 "run's metrics.json names its best one under run.best_checkpoint).")
     if not path.is_file():
         raise ValueError(f"ckpt_path={path} is a directory, not a checkpoint file: pass one of its .ckpt files.")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+        raise ValueError(f"{path} is not a PyTorch checkpoint (not the zip archive torch.save writes): pass a .ckpt "
+                         "file written by python -m mmea_lightning.train (<run dir>/checkpoints/).")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        detail = next((line.strip() for line in str(err).splitlines() if "Unsupported global" in line), "")
         raise ValueError(f"{path} holds objects other than tensors and plain values, so it is not read (checkpoints "
-                         f"are loaded with weights_only=True, never unpickled): {str(err).splitlines()[0]}") from None
+                         f"are loaded with weights_only=True, never unpickled). {detail.split('. Please')[0]}"
+                         ) from None
     except Exception as err:  # torch raises RuntimeError / zip and EOF errors for anything that is not a checkpoint
         raise ValueError(f"{path} is not a PyTorch checkpoint ({type(err).__name__}: "
                          f"{str(err).splitlines()[0] if str(err) else 'unreadable'}).") from None
