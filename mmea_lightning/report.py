@@ -5,9 +5,13 @@
 Reads every ``metrics.json`` (with its ``config.yaml``) under the given directories and writes into ``--out``
 (default: ``<first dir>/report``):
 
-* ``runs.csv`` -- one row per run (settings, every protocol's metrics, seconds per epoch, peak memory);
+* ``runs.csv`` -- one row per run (settings, its ``setting`` id, every protocol's metrics, seconds per epoch, peak
+  memory);
 * ``main_table.md`` / ``.csv`` -- method x dataset x seed ratio (and swept hyper-parameters), Hits@1/5/10 and MRR
-  as mean ± std over repeated seeds (``n`` runs each);
+  as mean ± std over repeated seeds (``n`` runs each). Only repetitions are pooled: runs whose settings and data
+  (``run_identity.json``: the resolved config without output paths, and the content digest of every input file)
+  agree except for ``seed`` / ``split_seed``. Rows that agree in the table's columns but not in their setting are
+  kept apart, with a ``setting`` column and a note naming what differs (data files, modalities, any config key);
 * ``ablation_table.md`` / ``.csv`` -- when runs carry an ``ablation`` setting;
 * ``seed_quality.md`` / ``.csv`` -- per-stage seed count, precision and coverage of seed generators that report it;
 * ``metrics_vs_<axis>.png`` -- Hits@1 and MRR against θ, α, seed ratio or PSQE cluster count, for every axis the
@@ -22,7 +26,7 @@ import argparse
 from pathlib import Path
 
 from mmea_lightning.atomic_files import write_text_atomic
-from mmea_lightning.results.collect import collect, seed_quality
+from mmea_lightning.results.collect import IDENTITY, collect, seed_quality
 from mmea_lightning.results.plots import plot_axes
 from mmea_lightning.results.tables import ablation_table, main_table, seed_quality_table
 
@@ -33,7 +37,7 @@ def build_report(roots: list[str | Path], out_dir: str | Path | None = None, pro
     out.mkdir(parents=True, exist_ok=True)
     runs = collect(roots)
     written: dict[str, object] = {}
-    write_text_atomic(out / "runs.csv", runs.to_csv(index=False))
+    write_text_atomic(out / "runs.csv", runs.drop(columns=[IDENTITY], errors="ignore").to_csv(index=False))
     written["runs"] = out / "runs.csv"
     table, markdown = main_table(runs, protocol)
     write_text_atomic(out / "main_table.csv", table.to_csv(index=False))

@@ -1,4 +1,5 @@
-"""Read finished runs (``metrics.json`` + ``config.yaml`` of each run directory) into one flat table."""
+"""Read finished runs (``metrics.json`` + ``config.yaml`` + ``run_identity.json`` of each run directory) into one flat
+table, each run with the id of its setting (:mod:`.settings`: what must agree for runs to be repetitions)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,15 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
+from mmea_lightning.results.settings import run_setting, setting_id
+
 log = logging.getLogger(__name__)
 
 METRICS: tuple[str, ...] = ("hits@1", "hits@5", "hits@10", "mrr", "mr")
+#: the column with each run's setting id (runs with one id are repetitions: they differ at most in seed / split_seed)
+SETTING = "setting"
+#: the column with each run's full setting (:func:`~mmea_lightning.results.settings.run_setting`); not written to CSV
+IDENTITY = "identity"
 
 #: report column -> config keys where a run may hold it (first present wins); aligners and seed generators that
 #: name a hyper-parameter differently add their key here
@@ -47,7 +54,8 @@ def _select(config, keys: Sequence[str]):
 
 def load_run(run_dir: Path) -> dict:
     """One flat record: what was run (dataset, model, seeds, ratio, seeds of model and split, surface, iterative,
-    the hyper-parameters of :data:`CONFIG_AXES`), every ``<protocol>/<metric>`` and the run's cost."""
+    the hyper-parameters of :data:`CONFIG_AXES`), the run's setting (:data:`SETTING` id, :data:`IDENTITY`), every
+    ``<protocol>/<metric>`` and the run's cost."""
     metrics = json.loads((run_dir / "metrics.json").read_text())
     config_path = run_dir / "config.yaml"
     config = OmegaConf.load(config_path) if config_path.is_file() else OmegaConf.create({})
@@ -75,6 +83,9 @@ def load_run(run_dir: Path) -> dict:
     for column, keys in CONFIG_AXES.items():
         models = AXIS_MODELS.get(column)
         record[column] = _select(config, keys) if models is None or record["model"] in models else None
+    setting = run_setting(run_dir, metrics, config)
+    record[SETTING] = setting_id(setting)
+    record[IDENTITY] = setting
     record.update({key: value for key, value in metrics.items() if "/" in key and key != "val/best_mrr"})
     return record
 

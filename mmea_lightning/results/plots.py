@@ -10,15 +10,21 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from .collect import CONFIG_AXES, IDENTITY, SETTING  # noqa: E402
+from .settings import setting_id  # noqa: E402
 from .tables import aggregate, setting_keys  # noqa: E402
 
 PLOT_AXES: dict[str, str] = {"theta": "reward threshold θ", "alpha": "MI weight α", "seed_ratio": "seed ratio",
                              "clusters": "PSQE cluster count"}
+#: the config keys of each axis (and the data module's copies): a line joins settings that differ only in them
+AXIS_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
+    axis: tuple(key for base in CONFIG_AXES.get(axis, (axis,)) for key in (base, f"data.{base}")) for axis in PLOT_AXES}
 
 
 def plot_axes(runs: pd.DataFrame, out_dir: Path, protocol: str = "test") -> list[Path]:
     """One PNG per swept axis (an axis with at least two values among comparable runs): Hits@1 and MRR (mean, with
-    the std over repetitions as error bars) against the axis, one line per other setting."""
+    the std over repetitions as error bars) against the axis, one line per other setting (runs whose settings differ
+    in more than the axis and the seeds are never on one line)."""
     written = []
     keys = setting_keys(runs)
     for axis, label in PLOT_AXES.items():
@@ -27,6 +33,12 @@ def plot_axes(runs: pd.DataFrame, out_dir: Path, protocol: str = "test") -> list
         subset = runs[runs[axis].notna()]
         table = aggregate(subset, protocol, metrics=("hits@1", "mrr"), keys=keys)
         line_keys = [k for k in keys if k != axis and table[k].nunique() > 1] or ["model"]
+        if IDENTITY in subset:  # the setting without the axis: points of one line differ only in the axis
+            line_of = {sid: setting_id(identity, AXIS_CONFIG_KEYS[axis])
+                       for sid, identity in zip(subset[SETTING], subset[IDENTITY], strict=True)}
+            table["line"] = table[SETTING].map(line_of)
+            if (table.groupby(line_keys, dropna=False)["line"].nunique() > 1).any():
+                line_keys = [*line_keys, "line"]
         fig, panels = plt.subplots(1, 2, figsize=(10, 4))
         for panel, metric, title in zip(panels, ("hits@1", "mrr"), ("Hits@1", "MRR")):
             for name, line in table.groupby(line_keys, sort=True):

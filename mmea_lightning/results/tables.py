@@ -1,4 +1,9 @@
-"""The papers' tables from collected runs: mean +- std over repeated seeds, Markdown and CSV."""
+"""The papers' tables from collected runs: mean +- std over repeated seeds, Markdown and CSV.
+
+Only repetitions are pooled: runs whose settings and data agree except for ``seed`` / ``split_seed`` (one
+``setting`` id, :mod:`.settings`). Rows that look alike in the table's columns but are different experiments (other
+data, modalities, epochs, ...) stay apart, get a ``setting`` column and a note listing what differs.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,11 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from mmea_lightning.results.collect import IDENTITY, SETTING
+from mmea_lightning.results.settings import ablation_keys, setting_differences, setting_id
+
 TABLE_METRICS: tuple[str, ...] = ("hits@1", "hits@5", "hits@10", "mrr")
-#: what identifies a setting; runs differing only in ``seed`` / ``split_seed`` are repetitions of one setting
+#: the columns that describe a setting in the tables (the ``setting`` id decides what is pooled)
 SETTING_KEYS: tuple[str, ...] = ("dataset", "seed_ratio", "model", "seeds", "surface", "iterative")
 OPTIONAL_KEYS: tuple[str, ...] = ("ablation", "theta", "alpha", "clusters")
 LABELS = {"hits@1": "H@1", "hits@5": "H@5", "hits@10": "H@10", "mrr": "MRR", "seed_ratio": "ratio",
@@ -21,7 +29,7 @@ def setting_keys(runs: pd.DataFrame) -> list[str]:
 
 
 def aggregate(runs: pd.DataFrame, protocol: str = "test", metrics: Sequence[str] = TABLE_METRICS,
-              keys: Sequence[str] | None = None) -> pd.DataFrame:
+              keys: Sequence[str] | None = None, by_setting: bool = True) -> pd.DataFrame:
     """One row per setting: ``<metric>_mean``, ``<metric>_std`` (sample std, 0 for one run), ``n`` and the mean
     cost (seconds per epoch, peak memory).
 
@@ -29,9 +37,13 @@ def aggregate(runs: pd.DataFrame, protocol: str = "test", metrics: Sequence[str]
         runs: :func:`~mmea_lightning.results.collect.collect` output.
         protocol: evaluator protocol prefix (``test``, ``test_csls``, ``test_all``, ...).
         metrics: metric names under the protocol.
-        keys: grouping columns (default :func:`setting_keys`).
+        keys: the columns shown (default :func:`setting_keys`).
+        by_setting: group by the ``setting`` id too (when ``runs`` has it), so that only repetitions are pooled;
+            ``False`` only when ``keys`` already hold an id that says which runs are comparable.
     """
     keys = list(keys) if keys is not None else setting_keys(runs)
+    if by_setting and SETTING in runs and SETTING not in keys:
+        keys.append(SETTING)
     columns = [f"{protocol}/{metric}" for metric in metrics]
     missing = [c for c in columns if c not in runs]
     if missing:
@@ -72,13 +84,60 @@ def to_markdown(table: pd.DataFrame, keys: Sequence[str], metrics: Sequence[str]
 
 
 def main_table(runs: pd.DataFrame, protocol: str = "test") -> tuple[pd.DataFrame, str]:
-    """Method x dataset x seed ratio (and any swept hyper-parameter) with Hits@1/5/10 and MRR."""
+    """Method x dataset x seed ratio (and any swept hyper-parameter) with Hits@1/5/10 and MRR.
+
+    One row per setting (repetitions pooled). When two rows agree in every shown column, the Markdown gets a
+    ``setting`` column and a note naming what differs between them (:func:`differences_note`).
+    """
     keys = setting_keys(runs)
     table = aggregate(runs, protocol, keys=keys)
     order = [k for k in ("dataset", "seed_ratio", "seeds", "surface", "iterative") if k in keys]
     order += [k for k in keys if k not in order]
-    table = table.sort_values(order, kind="stable")[order + [c for c in table.columns if c not in order]]
-    return table, to_markdown(table, order)
+    ids = [SETTING] if SETTING in table else []
+    table = table.sort_values(order + ids, kind="stable")[order + ids + [c for c in table.columns
+                                                                          if c not in order + ids]]
+    note = differences_note(table, order, runs)
+    markdown = to_markdown(table, order + ids if note else order)
+    return table, markdown + (f"\n\n{note}" if note else "")
+
+
+def _identities(runs: pd.DataFrame, id_column: str = SETTING, ignore: Sequence[str] = ()) -> dict[str, dict]:
+    """``{setting id: setting}`` of the runs (the first run of each id; ``ignore`` keys left out of the ids)."""
+    if IDENTITY not in runs or id_column not in runs:
+        return {}
+    out: dict[str, dict] = {}
+    for key, identity in zip(runs[id_column], runs[IDENTITY], strict=True):
+        if key not in out:
+            out[key] = {**identity, "settings": {k: v for k, v in identity["settings"].items()
+                                                 if not any(k == p or k.startswith(p + ".") for p in ignore)}}
+    return out
+
+
+_NOT_POOLED = ("Not pooled: rows that agree in the columns above are different experiments (runs are averaged only "
+               "when everything but seed / split_seed agrees):")
+
+
+def differences_note(table: pd.DataFrame, keys: Sequence[str], runs: pd.DataFrame, id_column: str = SETTING,
+                     ignore: Sequence[str] = (), intro: str = _NOT_POOLED) -> str:
+    """A Markdown note for the rows of ``table`` that agree in ``keys`` but not in ``id_column``: which settings
+    (with their number of runs ``n`` when ``table`` has it) and what differs between them (``ignore`` keys left
+    out); empty when every row is told apart by ``keys``."""
+    if id_column not in table:
+        return ""
+    identities = _identities(runs, id_column, ignore)
+    lines = []
+    for values, rows in table.groupby(list(keys), sort=False, dropna=False):
+        if rows[id_column].nunique() < 2:
+            continue
+        values = values if isinstance(values, tuple) else (values,)
+        shown = ", ".join(str(row[id_column]) + (f" (n={int(row['n'])})" if "n" in row else "")
+                          for _, row in rows.iterrows())
+        differing = setting_differences([identities[i] for i in rows[id_column] if i in identities])
+        what = "; ".join(differing) if differing else "settings unknown (no config.yaml / run_identity.json)"
+        lines.append(f"- {' / '.join(str(v) for v in values)}: {id_column} {shown} differ in: {what}")
+    if not lines:
+        return ""
+    return intro + "\n" + "\n".join(lines)
 
 
 def ablation_table(runs: pd.DataFrame, protocol: str = "test") -> tuple[pd.DataFrame, str] | None:
@@ -94,23 +153,37 @@ def ablation_table(runs: pd.DataFrame, protocol: str = "test") -> tuple[pd.DataF
     if "ablation_effective" in subset:  # e.g. an image ablation on data without images: the full model again
         ineffective = subset["ablation_effective"].eq(False)
         subset.loc[ineffective, "ablation"] = subset.loc[ineffective, "ablation"] + " (= full on this data)"
+    ignore: list[str] = []
+    if IDENTITY in subset:  # the full model and its variants must agree in everything but the ablation
+        ignore = ablation_keys(subset[IDENTITY])
+        subset["base"] = [setting_id(identity, ignore) for identity in subset[IDENTITY]]
+        subset = subset[subset["base"].isin(set(subset.loc[subset["ablation"] != "full", "base"]))]
+    else:
+        subset["base"] = "-"
     table = aggregate(subset, protocol, metrics=("hits@1", "mrr"),
-                      keys=["model", "ablation", "dataset", "seed_ratio"])
-    wide = table.pivot_table(index=["model", "ablation"], columns=["dataset", "seed_ratio"],
+                      keys=["model", "ablation", "dataset", "seed_ratio", "base"], by_setting=False)
+    wide = table.pivot_table(index=["model", "ablation"], columns=["dataset", "seed_ratio", "base"],
                              values=["hits@1_mean", "mrr_mean"])
-    settings = sorted({(d, r) for _, d, r in wide.columns})
-    header = ["model", "variant"] + [f"{d} {r} {label}" for d, r in settings for label in ("H@1", "MRR")]
+    settings = sorted({(d, r, b) for _, d, r, b in wide.columns})
+    several = {(d, r) for d, r, _ in settings if sum((d2, r2) == (d, r) for d2, r2, _ in settings) > 1}
+    header = ["model", "variant"] + [f"{d} {r}{f' [{b}]' if (d, r) in several else ''} {label}"
+                                     for d, r, b in settings for label in ("H@1", "MRR")]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     variants = sorted(wide.index, key=lambda idx: (idx[0], idx[1] != "full", idx[1]))
     for idx in variants:
         row = wide.loc[idx]
         cells = [str(idx[0]), str(idx[1])]
-        for d, r in settings:
+        for d, r, b in settings:
             for metric in ("hits@1_mean", "mrr_mean"):
-                value = row.get((metric, d, r))
+                value = row.get((metric, d, r, b))
                 cells.append("-" if value is None or pd.isna(value) else f"{value:.4f}")
         lines.append("| " + " | ".join(cells) + " |")
-    return table, "\n".join(lines)
+    columns = table.drop_duplicates(["model", "dataset", "seed_ratio", "base"])[["model", "dataset", "seed_ratio",
+                                                                                 "base"]]
+    note = differences_note(columns, ["model", "dataset", "seed_ratio"], subset, id_column="base", ignore=ignore,
+                            intro="Columns of one dataset and ratio with different [settings] are different "
+                            "experiments (the full model and its variants agree in everything but the ablation):")
+    return table, "\n".join(lines) + (f"\n\n{note}" if note else "")
 
 
 def seed_quality_table(quality: pd.DataFrame) -> tuple[pd.DataFrame, str] | None:
