@@ -41,7 +41,7 @@ class AlignerModule(L.LightningModule):
         config: the run's resolved config (plain containers, ``OmegaConf.to_container(cfg, resolve=True)``), saved
             as the module's hyperparameters: every checkpoint carries it (readable with
             ``torch.load(weights_only=True)``), so :meth:`load_from_checkpoint` rebuilds the data and the module from
-            the checkpoint alone, and the loggers receive it (W&B config, CSV ``hparams.yaml``).
+            the checkpoint alone. (``train`` gives it to the loggers: ``mmea_lightning.loggers``.)
     """
 
     def __init__(
@@ -63,7 +63,8 @@ class AlignerModule(L.LightningModule):
         if config is not None:
             if isinstance(config, DictConfig):
                 config = OmegaConf.to_container(config, resolve=True)
-            self.save_hyperparameters(config)  # plain values only: never the partials or the features
+            # plain values only (never the partials or the features); not sent to the loggers a second time
+            self.save_hyperparameters(config, logger=False)
         self.aligner = check_aligner(aligner(features=features))
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
