@@ -118,7 +118,7 @@ def test_repetitions_pooled_other_data_modalities_or_settings_never(tmp_path, ca
     assert "Not pooled" in markdown and "0.6000 ± 0.1000" in markdown
     note = markdown.split("Not pooled", 1)[1]
     for expected in ("data file triples_1 (", "data file images (", "absent", "not recorded", "model.max_epochs (",
-                     "modalities used (", "structure,image", "(n=3)"):
+                     "modalities used (", "structure+image", "(n=3)"):
         assert expected in note, expected
     assert "seed (" not in note and "split_seed" not in note.split("differ in:", 1)[1]
     assert "data.split_seed" not in note

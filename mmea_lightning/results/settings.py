@@ -92,7 +92,7 @@ def ablation_keys(settings: Iterable[dict]) -> list[str]:
 def _flat(setting: dict) -> dict[str, Any]:
     flat = dict(setting["settings"])
     flat.update({f"data file {role}": digest for role, digest in setting["data"].items()})
-    flat[MODALITIES] = ",".join(setting["modalities"])
+    flat[MODALITIES] = "+".join(setting["modalities"])
     return flat
 
 
