@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 
 import numpy as np
 import pytest
@@ -12,6 +13,8 @@ from mmea_lightning.data.features import FeatureSet, FeatureSettings, build_feat
 from mmea_lightning.data.loader import load_pair
 from mmea_lightning.data.toy import generate_toy_pair
 from mmea_lightning.eval.decoding import greedy_one_to_one
+from mmea_lightning.models.encoders.seed_tuning import SeedTuningModel
+from mmea_lightning.models.losses.icl import ICLLoss
 from mmea_lightning.seeds.cluster_sampling import ClusterSampling, cluster_quotas
 from mmea_lightning.seeds.correction import error_correction, unchecked_pairs
 from mmea_lightning.seeds.fusion import FusedFeatures, View, raw_fusion, shared_columns
@@ -25,7 +28,7 @@ from mmea_lightning.seeds.quality import graph_coverage, seed_precision
 
 from .test_readers import spec
 
-FAST_STAGE2 = {"epochs": 5, "dim": 32, "batch_size": 200}
+FAST_STAGE2 = {"epochs": 5, "model": partial(SeedTuningModel, dim=32), "loss": partial(ICLLoss, chunk_size=200)}
 
 
 @pytest.fixture(scope="module")
@@ -346,7 +349,7 @@ def test_numeric_value_table_by_hand():
 def test_psqe_without_any_comparable_modality_is_a_clear_error(toy):
     _, fs = toy
     with pytest.raises(ValueError, match="need images .* names \\(surface=true\\)"):
-        PSQESeeds(n=60, cache=False).generate(without(fs, "image", "numeric_value"))
+        PSQESeeds(n=60, stages=1, cache=False).generate(without(fs, "image", "numeric_value"))
 
 
 def test_numeric_value_pivots_on_a_real_mmkg_pair(data_dir):

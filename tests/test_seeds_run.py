@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,8 @@ from mmea_lightning.data.loader import load_pair
 from mmea_lightning.data.splits import split_links
 from mmea_lightning.data.toy import TOY_FOLDER, generate_toy_pair
 from mmea_lightning.lightning.datamodule import AlignmentDataModule
+from mmea_lightning.models.encoders.seed_tuning import SeedTuningModel
+from mmea_lightning.models.losses.icl import ICLLoss
 from mmea_lightning.seeds.cluster_sampling import ClusterSampling
 from mmea_lightning.seeds.global_sampling import GlobalSampling
 from mmea_lightning.seeds.neighbour_expansion import NeighbourExpansion
@@ -26,7 +29,7 @@ from .test_readers import spec
 
 TINY = ["model.max_epochs=8", "model.check_val_every_n_epoch=4", "seeds.n=120"]
 PSQE_TINY = ["seeds=psqe", *TINY, "seeds.cluster_sampling.n_init=1", "seeds.global_sampling.epochs=5",
-             "seeds.global_sampling.dim=32", "seeds.neighbour_expansion.eta_start=0.5",
+             "seeds.global_sampling.model.dim=32", "seeds.neighbour_expansion.eta_start=0.5",
              "seeds.neighbour_expansion.eta_end=0.6"]
 
 
@@ -91,7 +94,8 @@ def test_gold_links_are_never_read_to_build_seeds(tmp_path):
     links, tests = [], []
     for name, root in (("a", original), ("b", altered)):
         seeds = PSQESeeds(n=60, seed=0, cluster_sampling=ClusterSampling(clusters=3, n_init=1),
-                          global_sampling=GlobalSampling(epochs=3, dim=16),
+                          global_sampling=GlobalSampling(partial(SeedTuningModel, dim=16),
+                                                         partial(ICLLoss, chunk_size=2000), epochs=3),
                           neighbour_expansion=NeighbourExpansion(eta_start=0.5, eta_end=0.6))
         dm = AlignmentDataModule(toy, data_dir=str(root), cache_dir=str(tmp_path / f"cache-{name}"),
                                  output_dir=str(tmp_path / f"run-{name}"), seeds=seeds)

@@ -1,6 +1,8 @@
 """PSQE Stage II: contrastive fine-tuning, global sampling and multi-modal error correction (paper Sec. 4.2).
 
-1. Fine-tune :class:`~mmea_lightning.seeds.tuning.SeedTuningModel` on the Stage-I seeds (Eq. 5-6).
+1. Fine-tune the Stage-II model (:mod:`~mmea_lightning.seeds.tuning`; the configured ``model`` factory, by default
+   :class:`~mmea_lightning.models.encoders.seed_tuning.SeedTuningModel`) with the configured ``loss`` on the Stage-I
+   seeds (Eq. 5-6).
 2. Global sampling: the fused similarity of the tuned embeddings (graph view ``w_primary``, every head its own
    weight: 0.8 / 0.1 / 0.1) between all KG1 and KG2 entities not yet in a seed; the ``new_pairs`` (default ``n``)
    most similar are taken greedily one-to-one, across clusters.
@@ -14,7 +16,7 @@ sample once, after training (the same result, 300 times cheaper).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -23,7 +25,13 @@ from mmea_lightning.data.features import FeatureSet
 from mmea_lightning.seeds.correction import error_correction, unchecked_pairs
 from mmea_lightning.seeds.fusion import FusedFeatures, View
 from mmea_lightning.seeds.matching import greedy_matching, shuffled
-from mmea_lightning.seeds.tuning import build_tuning_model, fit_tuning_model
+from mmea_lightning.seeds.tuning import (
+    PairLoss,
+    TuningModelFactory,
+    build_tuning_model,
+    describe_factory,
+    fit_tuning_model,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,36 +52,45 @@ class GlobalSampling:
     """Stage II.
 
     Args:
-        epochs / lr / batch_size: fine-tuning (300, 0.01, 2000 as published; AdamW).
-        dim / gat_layers / gat_heads: the tuning model (300-d, 2 layers, 2 heads).
-        temperature: ICL temperature.
+        model: the tuning model's factory (:class:`~mmea_lightning.seeds.tuning.TuningModelFactory`; the config
+            passes :class:`~mmea_lightning.models.encoders.seed_tuning.SeedTuningModel` with 300-d, 2 GAT layers,
+            2 heads).
+        loss: builds the loss (``loss()`` -> :class:`~mmea_lightning.seeds.tuning.PairLoss`; the config passes
+            :class:`~mmea_lightning.models.losses.icl.ICLLoss`, temperature 0.1, batches of 2000 seed pairs).
+        epochs / lr: fine-tuning (300, 0.01 as published; AdamW, one step per epoch).
         new_pairs: pairs taken by global sampling (``None``: the seed budget ``n``).
         correction: run the error correction (``false``: the paper's "w/o MIC" ablation).
         candidates / chunk_size: greedy matching.
+
+    The model and the loss enter the stage's cache key through :func:`~mmea_lightning.seeds.tuning.describe_factory`
+    (the target and the keywords of a ``functools.partial``).
     """
 
-    def __init__(self, epochs: int = 300, lr: float = 0.01, batch_size: int = 2000, dim: int = 300,
-                 gat_layers: int = 2, gat_heads: int = 2, temperature: float = 0.1, new_pairs: int | None = None,
-                 correction: bool = True, candidates: int = 32, chunk_size: int = 1024):
+    def __init__(self, model: TuningModelFactory, loss: Callable[[], PairLoss], epochs: int = 300, lr: float = 0.01,
+                 new_pairs: int | None = None, correction: bool = True, candidates: int = 32,
+                 chunk_size: int = 1024):
+        for name, factory in (("model", model), ("loss", loss)):
+            if not callable(factory):
+                raise ValueError(f"seeds.global_sampling.{name} must be a factory (a class or a functools.partial: "
+                                 f"'_partial_: true' in the config), got {type(factory).__name__}")
+        self.model = model
+        self.loss = loss
         self.epochs = epochs
         self.lr = lr
-        self.batch_size = batch_size
-        self.model_settings = {"dim": dim, "gat_layers": gat_layers, "gat_heads": gat_heads}
-        self.temperature = temperature
         self.new_pairs = new_pairs
         self.correction = correction
         self.candidates = candidates
         self.chunk_size = chunk_size
 
     def settings(self) -> dict:
-        return {"epochs": self.epochs, "lr": self.lr, "batch_size": self.batch_size, **self.model_settings,
-                "temperature": self.temperature, "new_pairs": self.new_pairs, "correction": self.correction,
+        return {"model": describe_factory(self.model), "loss": describe_factory(self.loss), "epochs": self.epochs,
+                "lr": self.lr, "new_pairs": self.new_pairs, "correction": self.correction,
                 "candidates": self.candidates}
 
     def embed(self, features: FeatureSet, primary: str | None, heads: Sequence[str], state: Mapping | None,
               seed: int) -> dict[str, torch.Tensor]:
         """The tuned embeddings of a model with weights ``state`` (Stage III rebuilds them from the cache)."""
-        model = build_tuning_model(features, primary, heads, self.model_settings, seed)
+        model = build_tuning_model(self.model, features, primary, heads, seed)
         if state is not None:
             model.load_state_dict(state)
         model.eval()
@@ -85,9 +102,9 @@ class GlobalSampling:
         """``(links, {"state_dict": ...}, report)`` of Stage II from the Stage-I ``seeds (S, 2)``."""
         if len(seeds) < 2:
             raise ValueError(f"stage II needs at least 2 Stage-I seeds to fine-tune on, got {len(seeds)}")
-        model = build_tuning_model(features, primary, heads, self.model_settings, seed)
-        losses = fit_tuning_model(model, torch.as_tensor(seeds, dtype=torch.long), self.epochs, self.lr,
-                                  self.batch_size, self.temperature, seed)
+        model = build_tuning_model(self.model, features, primary, heads, seed)
+        losses = fit_tuning_model(model, self.loss(), torch.as_tensor(seeds, dtype=torch.long), self.epochs,
+                                  self.lr, seed)
         with torch.no_grad():
             embeddings = model()
         tuned = tuned_fusion(embeddings, weights)

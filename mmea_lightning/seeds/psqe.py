@@ -41,7 +41,9 @@ class PSQESeeds(UnsupervisedSeeds):
         surface: the "with surface" setting (names may take the primary slot).
         seed: seed of k-means, of the Stage-II model and of the random order that breaks similarity ties.
         stages: run stages 1..``stages`` (1, 2 or 3).
-        cluster_sampling / global_sampling / neighbour_expansion: the stages (defaults when ``None``).
+        cluster_sampling / global_sampling / neighbour_expansion: the stages (Stages I and III: defaults when
+            ``None``; Stage II has no default, since its model comes from the models layer: ``conf/seeds/psqe.yaml``
+            wires it, and it is needed only with ``stages`` >= 2).
         test_links / cache: see :class:`UnsupervisedSeeds`.
     """
 
@@ -66,7 +68,10 @@ class PSQESeeds(UnsupervisedSeeds):
         self.seed = seed
         self.stages = stages
         self.cluster_sampling = cluster_sampling or ClusterSampling()
-        self.global_sampling = global_sampling or GlobalSampling()
+        if global_sampling is None and stages >= 2:
+            raise ValueError(f"seeds.stages={stages} needs seeds.global_sampling: a GlobalSampling with its Stage-II "
+                             "model and loss (conf/seeds/psqe.yaml wires them), or stages=1")
+        self.global_sampling = global_sampling
         self.neighbour_expansion = neighbour_expansion or NeighbourExpansion()
 
     def generate(self, features: FeatureSet, cache_dir: str | Path | None = None) -> SeedGeneration:

@@ -1,7 +1,13 @@
-"""PSQE Stage II's contrastive fine-tuning model (paper Eq. 5-6).
+"""PSQE Stage II's contrastive fine-tuning (paper Eq. 5-6): the inputs, the contract of the model, the training loop.
 
 ``H^v = GAT(linear(h^v))``, ``H^a = linear(h^a)``, ``H^r = linear(h^r)``, trained with
-``ICL(H^v) + ICL(H^a) + ICL(H^r)`` on the Stage-I seeds (the shared :class:`ICLLoss`).
+``ICL(H^v) + ICL(H^a) + ICL(H^r)`` on the Stage-I seeds.
+
+The seed generators sit below the models in the package (``docs/architecture.md``), so this module does not import
+them: the model and the loss are *factories* handed in by the configuration (``conf/seeds/psqe.yaml``:
+:class:`~mmea_lightning.models.encoders.seed_tuning.SeedTuningModel` and the shared
+:class:`~mmea_lightning.models.losses.icl.ICLLoss`, both ``_partial_: true``); this module prepares their inputs,
+seeds their initialisation and trains them. The contracts are :class:`TuningModelFactory` and :class:`PairLoss`.
 
 Choices:
 
@@ -17,27 +23,62 @@ Choices:
   the framework's bag-of-words tables.
 * GAT: the framework's diagonal multi-head GAT (2 layers, 2 heads, 300-d as the released code).
 * ICL: temperature 0.1 on L2-normalised embeddings (the shared loss); the released code uses temperature 1 on
-  unnormalised ones. Batches of ``batch_size`` seed pairs, losses summed, one AdamW step per epoch (as released).
+  unnormalised ones. Batches of ``chunk_size`` (2000) seed pairs, losses summed, one AdamW step per epoch (as
+  released).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
 
 from mmea_lightning.data.features import FeatureSet
-from mmea_lightning.models.encoders.feature_head import FeatureHead
-from mmea_lightning.models.encoders.gat import GATEncoder
-from mmea_lightning.models.losses.icl import ICLLoss
 from mmea_lightning.seeds.numeric_values import NUMERIC_VALUE
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SeedTuningModel", "build_tuning_model", "dense_table", "fit_tuning_model"]
+__all__ = ["PairLoss", "TuningModelFactory", "build_tuning_model", "dense_table", "describe_factory",
+           "fit_tuning_model"]
+
+
+class TuningModelFactory(Protocol):
+    """Builds Stage II's model from its inputs (called under a fixed seed, so its initialisation is reproducible).
+
+    Args:
+        graph_input: ``(N, d_0)`` float32, the table under the graph encoder (see :func:`build_tuning_model`).
+        heads: ``{modality: (N, d_m)}`` float32 tables, one embedding each.
+        edge_index: ``(2, E)`` long, the graph of both KGs (global entity ids).
+
+    Returns:
+        An ``nn.Module`` whose call ``model()`` gives ``{"graph": (N, dim), m: (N, dim) for m in heads}``.
+    """
+
+    def __call__(self, graph_input: Tensor, heads: Mapping[str, Tensor], edge_index: Tensor) -> nn.Module: ...
+
+
+class PairLoss(Protocol):
+    """``(embeddings (N, d), links (S, 2) long) -> ()`` scalar loss pulling the linked rows together."""
+
+    def __call__(self, embeddings: Tensor, links: Tensor) -> Tensor: ...
+
+
+def describe_factory(factory: Callable) -> dict:
+    """What a factory builds, for the stage cache key and the report: ``{"target": "module.Qualname", **keywords}``
+    of a ``functools.partial`` (what ``_partial_: true`` gives), else the callable's own name."""
+    keywords: dict = {}
+    if isinstance(factory, functools.partial):
+        keywords = {k: v for k, v in factory.keywords.items()}
+        if factory.args:
+            keywords["args"] = list(factory.args)
+        factory = factory.func
+    name = getattr(factory, "__qualname__", type(factory).__qualname__)
+    return {"target": f"{getattr(factory, '__module__', '')}.{name}", **keywords}
 
 
 def dense_table(features: FeatureSet, name: str) -> Tensor:
@@ -53,39 +94,24 @@ def dense_table(features: FeatureSet, name: str) -> Tensor:
     return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
-class SeedTuningModel(nn.Module):
-    """``() -> {"graph": (N, dim), m: (N, dim) for m in head modalities}``.
-
-    Args:
-        features: the pair's :class:`FeatureSet` (tables and ``edge_index``).
-        primary: the modality under the GAT, or ``None`` (then the concatenation of the ``heads`` tables).
-        heads: modalities with their own linear head (relation, attribute, ...).
-        dim: embedding width.
-        gat_layers / gat_heads: the GAT's depth and heads.
-    """
-
-    def __init__(self, features: FeatureSet, primary: str | None, heads: Sequence[str], dim: int = 300,
-                 gat_layers: int = 2, gat_heads: int = 2):
-        super().__init__()
-        if primary is None and not heads:
-            raise ValueError("the Stage-II model needs a primary modality or at least one head modality")
-        graph_input = (dense_table(features, primary) if primary is not None
-                       else torch.cat([dense_table(features, m) for m in heads], dim=1))
-        self.graph_input = FeatureHead(graph_input, dim)
-        self.gat = GATEncoder(dim, num_layers=gat_layers, heads=gat_heads)
-        self.heads = nn.ModuleDict({m: FeatureHead(dense_table(features, m), dim) for m in heads})
-        self.register_buffer("edge_index", features.edge_index.clone(), persistent=False)
-
-    def forward(self) -> dict[str, Tensor]:
-        out = {"graph": self.gat(self.graph_input(), self.edge_index)}
-        out.update({m: head() for m, head in self.heads.items()})
-        return out
+def build_tuning_model(factory: TuningModelFactory, features: FeatureSet, primary: str | None, heads: Sequence[str],
+                       seed: int) -> nn.Module:
+    """A freshly initialised Stage-II model from ``factory`` (initialisation drawn from ``seed``, global RNG
+    untouched): the graph input is ``primary``'s table, or the concatenation of the ``heads`` tables without one."""
+    if primary is None and not heads:
+        raise ValueError("the Stage-II model needs a primary modality or at least one head modality")
+    graph_input = (dense_table(features, primary) if primary is not None
+                   else torch.cat([dense_table(features, m) for m in heads], dim=1))
+    tables = {m: dense_table(features, m) for m in heads}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return factory(graph_input, tables, features.edge_index)
 
 
-def fit_tuning_model(model: SeedTuningModel, links: Tensor, epochs: int, lr: float, batch_size: int,
-                     temperature: float, seed: int) -> list[float]:
-    """Train ``model`` on ``links (S, 2)`` for ``epochs`` (one AdamW step per epoch) -> the loss per epoch."""
-    icl = ICLLoss(temperature, chunk_size=batch_size)
+def fit_tuning_model(model: nn.Module, loss_fn: PairLoss, links: Tensor, epochs: int, lr: float,
+                     seed: int) -> list[float]:
+    """Train ``model`` on ``links (S, 2)`` for ``epochs`` (one AdamW step per epoch, the loss summed over the model's
+    outputs, the links in a fresh seeded order every epoch) -> the loss per epoch."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     losses = []
@@ -94,7 +120,7 @@ def fit_tuning_model(model: SeedTuningModel, links: Tensor, epochs: int, lr: flo
     for epoch in range(epochs):
         order = links[torch.randperm(len(links), generator=generator)]
         out = model()
-        loss = sum(icl(emb, order) for emb in out.values())
+        loss = sum(loss_fn(emb, order) for emb in out.values())
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -104,12 +130,3 @@ def fit_tuning_model(model: SeedTuningModel, links: Tensor, epochs: int, lr: flo
                      (time.perf_counter() - start) / (epoch + 1))
     model.eval()
     return losses
-
-
-def build_tuning_model(features: FeatureSet, primary: str | None, heads: Sequence[str], settings: Mapping,
-                       seed: int) -> SeedTuningModel:
-    """A freshly initialised :class:`SeedTuningModel` (initialisation drawn from ``seed``, global RNG untouched)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return SeedTuningModel(features, primary, heads, dim=settings["dim"], gat_layers=settings["gat_layers"],
-                               gat_heads=settings["gat_heads"])
