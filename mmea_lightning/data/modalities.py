@@ -1,7 +1,7 @@
 """Modality names and choosing the modalities an aligner uses from what the data really carries.
 
-In ``data/`` because the names are the feature tables' (``FeatureSet.modalities``): the seed generators, the aligners and
-the run summary all read them, so they live below all three.
+In ``data/`` because the names are the feature tables' (``FeatureSet.modalities``): the seed generators, the
+aligners and the run summary all read them, so they live below all three.
 """
 
 from __future__ import annotations

@@ -20,12 +20,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmea_lightning.data.features import FeatureSet
+from mmea_lightning.data.modalities import describe_modalities, resolve_modalities
 from mmea_lightning.models.aligners.base import Aligner
 from mmea_lightning.models.encoders.gcn import GCNEncoder
 from mmea_lightning.models.encoders.modality_encoders import ModalityEncoders
 from mmea_lightning.models.fusion import WeightedConcatFusion
 from mmea_lightning.models.losses.nca import NCALoss
-from mmea_lightning.data.modalities import describe_modalities, resolve_modalities
 
 
 class EVA(Aligner):

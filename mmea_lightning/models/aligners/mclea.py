@@ -22,13 +22,13 @@ import torch
 import torch.nn.functional as F
 
 from mmea_lightning.data.features import FeatureSet
+from mmea_lightning.data.modalities import describe_modalities, resolve_modalities
 from mmea_lightning.models.aligners.base import Aligner
 from mmea_lightning.models.encoders.modality_encoders import gat_modality_encoders
 from mmea_lightning.models.fusion import WeightedConcatFusion
 from mmea_lightning.models.losses.ial import IALLoss
 from mmea_lightning.models.losses.icl import ICLLoss
 from mmea_lightning.models.losses.weighting import UncertaintyWeighting
-from mmea_lightning.data.modalities import describe_modalities, resolve_modalities
 
 
 class MCLEA(Aligner):

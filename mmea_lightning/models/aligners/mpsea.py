@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmea_lightning.data.features import FeatureSet
+from mmea_lightning.data.modalities import describe_modalities, resolve_modalities
 from mmea_lightning.models.aligners.base import Aligner
 from mmea_lightning.models.encoders.feature_head import FeatureHead
 from mmea_lightning.models.encoders.multi_weight_gat import MultiWeightGATEncoder
@@ -59,7 +60,6 @@ from mmea_lightning.models.fusion_layers.graph_transformer import GraphStructure
 from mmea_lightning.models.fusion_layers.mmpf import PreSynergisticFusion
 from mmea_lightning.models.losses.cprl import CPRL
 from mmea_lightning.models.losses.icl import ICLLoss
-from mmea_lightning.data.modalities import describe_modalities, resolve_modalities
 
 __all__ = ["ABLATIONS", "MPSEA", "resolve_ablation"]
 
