@@ -120,6 +120,8 @@ def test_files_that_are_not_checkpoints_of_this_project(trained, tmp_path):
     _, summary = trained
     with pytest.raises(FileNotFoundError, match="not found"):
         restore_run(tmp_path / "missing.ckpt")
+    with pytest.raises(ValueError, match="ckpt_path is empty"):
+        restore_run("")
     (tmp_path / "notes.txt").write_text("hello\n")
     with pytest.raises(ValueError, match="not a PyTorch checkpoint"):
         restore_run(tmp_path / "notes.txt")
@@ -228,3 +230,40 @@ def test_predict_cli_refuses_bad_input_with_exit_status_2(trained, tmp_path):
         check_options(0, None, "test")
     with pytest.raises(ValueError, match="entities='train'"):
         check_options(5, "none", "train")
+
+
+def test_checkpoint_of_an_own_tsv_pair_with_a_relative_path_follows_the_folder(tmp_path, cache_dir, monkeypatch):
+    from mmea_lightning.data.toy import generate_toy_pair
+
+    from .test_own_pair import derive_tsv_pair
+
+    toy = cache_dir / "toy"
+    if not (toy / "TOY").is_dir():
+        generate_toy_pair(toy)
+    derive_tsv_pair(toy, tmp_path / "pairs" / "my_pair")
+    monkeypatch.chdir(tmp_path)  # the run records dataset.path relative to where it ran
+    own = ["dataset=tsv", "dataset.name=my_pair", "dataset.path=pairs/my_pair"]
+    cfg = make_config(tmp_path / "run", cache_dir, ["threads=1", "model.max_epochs=2",
+                                                    "model.check_val_every_n_epoch=1", *own])
+    cfg.paths.root_dir = str(tmp_path)  # where the command ran (hydra's runtime.cwd on the command line)
+    summary = run(cfg)
+    best = summary["run"]["best_checkpoint"]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the stored relative path is taken from the training run's directory
+    restored = restore_run(best)
+    assert restored.datamodule.pair.name == "my_pair"
+    assert restored.config["dataset"]["path"] == str(tmp_path / "pairs" / "my_pair")
+
+    (tmp_path / "pairs" / "my_pair").rename(tmp_path / "moved")
+    with pytest.raises(FileNotFoundError, match=r"trained on dataset my_pair from pairs/my_pair; .* pass data_dir="):
+        restore_run(best)
+    moved = predict_checkpoint_for(best, tmp_path / "moved")
+    assert moved.predictions["kg1_uri"].str.startswith("http://kg1.example/").all()
+    assert moved.metrics["test/mrr"] == pytest.approx(summary["test/mrr"], rel=1e-6)
+
+
+def predict_checkpoint_for(ckpt: str, data_dir: Path):
+    from mmea_lightning.predict import predict_checkpoint
+
+    return predict_checkpoint(ckpt, top_k=1, data_dir=data_dir)

@@ -14,9 +14,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 
 from mmea_lightning.data.features import FeatureSet
-from mmea_lightning.eval.decoding import DECODERS, one_to_one_metrics, similarity_matrix
+from mmea_lightning.eval.decoding import DECODERS, one_to_one_metrics
 from mmea_lightning.eval.evaluator import PROTOCOLS, evaluate_alignment
 from mmea_lightning.models.aligners.base import Aligner, check_aligner
+from mmea_lightning.similarity import cosine_similarity, sorted_topk
 
 
 class AlignerModule(L.LightningModule):
@@ -178,10 +179,11 @@ class AlignerModule(L.LightningModule):
         if embeddings is None:
             embeddings = self.aligner()
         queries, candidates = batch["queries"], batch["candidates"]
-        sim = similarity_matrix(embeddings, queries, candidates, chunk_size=self.eval_chunk_size)  # (B, C)
-        k = min(int(batch["top_k"]), sim.size(1))
-        scores, order = torch.sort(sim, dim=1, descending=True, stable=True)
-        return {"queries": queries, "candidates": candidates.to(order.device)[order[:, :k]], "scores": scores[:, :k]}
+        candidates = candidates.to(embeddings.device)
+        sim = cosine_similarity(embeddings[queries.to(embeddings.device)], embeddings[candidates],
+                                chunk_size=self.eval_chunk_size)  # (B, C)
+        scores, order = sorted_topk(sim, min(int(batch["top_k"]), sim.size(1)))
+        return {"queries": queries, "candidates": candidates[order], "scores": scores}
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, map_location="cpu", data_dir=None, cache_dir=None,

@@ -4,8 +4,9 @@ Every checkpoint ``train`` writes carries the run's resolved config (plain conta
 hyperparameters (``checkpoint["hyper_parameters"]``). From it alone, :func:`restore_run`
 
 1. reads the checkpoint with ``torch.load(weights_only=True)`` (tensors and plain values; nothing is unpickled),
-2. re-instantiates the run's DataModule (``config["data"]``): the pair is read from the stored data root (or
-   ``data_dir=``), the features rebuilt (or read from the feature cache), the split made again from the stored
+2. re-instantiates the run's DataModule (``config["data"]``): the pair is read from the stored data root -- a
+   relative one taken from the directory training ran in -- or from ``data_dir=`` (for a TSV pair: its folder), the
+   features rebuilt (or read from the feature cache), the split made again from the stored
    ``seed_ratio`` / ``val_ratio`` / ``split_seed`` -- so the test links are the ones the run was tested on; the
    checkpoint's own seed links are compared with the rebuilt ones and a difference is refused,
 3. re-instantiates the module (``config["model"]["module"]``) on those features and loads the weights.
@@ -51,6 +52,9 @@ class RestoredRun:
 def read_checkpoint(path: str | Path, map_location: str | torch.device | None = "cpu") -> dict:
     """The checkpoint at ``path`` read with ``weights_only=True``; anything else is a ``ValueError`` /
     ``FileNotFoundError`` that says what the file is not."""
+    if not str(path).strip():
+        raise ValueError("ckpt_path is empty: pass ckpt_path=<run dir>/checkpoints/<name>.ckpt (a run without a "
+                         "validation check has no best checkpoint; its checkpoints/last.ckpt holds the final weights).")
     path = Path(path).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} not found: pass ckpt_path=<run dir>/checkpoints/<name>.ckpt (a "
@@ -88,17 +92,44 @@ def checkpoint_config(checkpoint: dict, path: str | Path) -> dict:
     return copy.deepcopy(config)
 
 
-def _check_data_root(spec: DatasetSpec, data_dir: str | None, stored: str | None, path: Path) -> None:
-    """A clear error when the data root of a real dataset is gone (the toy pair is generated when missing)."""
-    if spec.generator is not None:
-        return
-    root = Path(data_dir).expanduser() if data_dir else None
-    if root is not None and (root / spec.folder).is_dir():
-        return
-    where = f"from {stored}" if stored else "with no data_dir recorded"
-    missing = f"{root / spec.folder} is not there" if root is not None else "no data_dir is known"
-    raise FileNotFoundError(f"checkpoint {path} was trained on dataset {spec.name} {where}; {missing}: pass "
-                            f"data_dir=<the mmkg root that holds {spec.folder}>.")
+def _absolute(value: str | None, root_dir: str | None) -> str | None:
+    """A path the training run recorded relative to the directory it ran in, made absolute with that directory."""
+    if not value:
+        return value
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() or not root_dir else Path(root_dir) / path)
+
+
+def _locate_data(config: dict, data_dir: str | Path | None, path: Path) -> None:
+    """Point the config at the data (in place): ``data_dir`` overrides the stored root (``data_dir``, or a TSV pair's
+    ``dataset.path``); stored relative paths are taken relative to the directory training ran in. A clear error
+    when the data are not there (the generated toy pair is regenerated when missing)."""
+    data_cfg, root_dir = config["data"], (config.get("paths") or {}).get("root_dir")
+    dataset = data_cfg["dataset"]
+    spec = DatasetSpec.from_config(dataset)
+    if dataset.get("format") == "tsv":
+        stored = dataset.get("path")
+        folder = str(Path(data_dir).expanduser()) if data_dir is not None else _absolute(stored, root_dir)
+        dataset["path"] = config.setdefault("dataset", {})["path"] = folder
+        if folder and Path(folder).is_dir():
+            return
+        what, fix = f"{folder} is not there", "the folder holding its triples_1.tsv, triples_2.tsv and links.tsv"
+    else:
+        stored = data_cfg.get("data_dir")
+        if data_dir is not None:
+            data_cfg["data_dir"] = config["data_dir"] = str(Path(data_dir).expanduser())
+        else:
+            data_cfg["data_dir"] = _absolute(stored, root_dir)
+        if getattr(spec, "generator", None) is not None:
+            return
+        root = data_cfg["data_dir"]
+        if root and (Path(root) / spec.folder).is_dir():
+            return
+        what = f"{Path(root) / spec.folder} is not there" if root else "no data_dir is known"
+        fix = f"the mmkg root that holds {spec.folder}"
+    where = f"from {stored}" if stored else "with no data location recorded"
+    raise FileNotFoundError(f"checkpoint {path} was trained on dataset {spec.name} {where}; {what}: pass "
+                            f"data_dir=<{fix}>.")
 
 
 def _check_seed_links(datamodule, state: dict, path: Path) -> None:
@@ -129,18 +160,16 @@ def restore_run(checkpoint_path: str | Path, *, data_dir: str | Path | None = No
         FileNotFoundError: no such checkpoint, or the data root it was trained on is gone.
         ValueError: not a checkpoint of this project, or the rebuilt data or module do not fit its weights.
     """
+    checkpoint = read_checkpoint(checkpoint_path, map_location)
     path = Path(checkpoint_path).expanduser()
-    checkpoint = read_checkpoint(path, map_location)
     config = checkpoint_config(checkpoint, path)
     data_cfg = config["data"]
-    stored_dir = data_cfg.get("data_dir")
-    if data_dir is not None:
-        data_cfg["data_dir"] = config["data_dir"] = str(Path(data_dir).expanduser())
+    _locate_data(config, data_dir, path)
     if cache_dir is not None:
         data_cfg["cache_dir"] = str(Path(cache_dir).expanduser())
         config.setdefault("paths", {})["cache_dir"] = data_cfg["cache_dir"]
-    spec = DatasetSpec.from_config(data_cfg["dataset"])
-    _check_data_root(spec, data_cfg.get("data_dir"), stored_dir, path)
+    else:
+        data_cfg["cache_dir"] = _absolute(data_cfg.get("cache_dir"), (config.get("paths") or {}).get("root_dir"))
 
     datamodule = instantiate({**data_cfg, "output_dir": None}, _convert_="object")  # writes nothing to the run dir
     datamodule.setup("test")
@@ -154,9 +183,9 @@ def restore_run(checkpoint_path: str | Path, *, data_dir: str | Path | None = No
     try:
         module.load_state_dict(checkpoint["state_dict"], strict=strict)
     except RuntimeError as err:
+        where = data_cfg.get("data_dir") or data_cfg["dataset"].get("path") or data_cfg.get("cache_dir")
         raise ValueError(f"the weights in {path} do not fit the module rebuilt from its config and the data under "
-                         f"{data_cfg.get('data_dir') or data_cfg.get('cache_dir')} (different data or feature "
-                         f"settings?): {str(err).splitlines()[0]}") from None
+                         f"{where} (different data or feature settings?): {str(err).splitlines()[0]}") from None
     device = next((t.device for t in checkpoint["state_dict"].values() if isinstance(t, torch.Tensor)), None)
     if device is not None:
         module.to(device)
