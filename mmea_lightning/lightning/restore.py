@@ -161,7 +161,7 @@ def restore_run(checkpoint_path: str | Path, *, data_dir: str | Path | None = No
         ValueError: not a checkpoint of this project, or the rebuilt data or module do not fit its weights.
     """
     checkpoint = read_checkpoint(checkpoint_path, map_location)
-    path = Path(checkpoint_path).expanduser()
+    path = Path(checkpoint_path).expanduser().resolve()
     config = checkpoint_config(checkpoint, path)
     data_cfg = config["data"]
     _locate_data(config, data_dir, path)
