@@ -10,7 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
+import torch
+from hydra.utils import instantiate
 
 from mmea_lightning.data.toy import generate_toy_pair
 from mmea_lightning.run_identity import RunIdentityMismatch
@@ -57,6 +60,7 @@ def _cli(args: list[str], tmp_path: Path, cache_dir: Path) -> subprocess.Complet
     (["val_ratio=0"], "val_ratio=0.0 leaves no validation links"),
     (["val_ratio=0.99"], "val_ratio=0.99 keeps more links for validation than for training"),
     (["test_checkpoint=newest"], "test_checkpoint='newest'"),
+    (["threads=0"], "threads=0: pass auto"),
 ])
 def test_bad_settings_end_in_one_clear_last_line(args, message, tmp_path, cache_dir):
     """Defects 7-8: ``seed_ratio=abc`` was a TypeError traceback, ``val_ratio=0`` validated on the training links and
@@ -67,6 +71,17 @@ def test_bad_settings_end_in_one_clear_last_line(args, message, tmp_path, cache_
     assert last.startswith("Error: ") and message in last, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_an_unknown_optimized_metric_ends_in_one_clear_last_line(tmp_path, cache_dir):
+    """The sweeper's metric is looked up in the run's summary: a name it does not hold is an error that lists the
+    names it does hold (the run's results are kept)."""
+    result = _cli(["optimized_metric=val/best_mmr"], tmp_path, cache_dir)
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: optimized_metric='val/best_mmr' is not in metrics.json: choose one of ")
+    assert "val/best_mrr" in last and "test/mrr" in last and "Traceback" not in result.stderr
+    assert (tmp_path / "run" / "metrics.json").is_file()
 
 
 def test_a_data_error_names_file_and_line_last(tmp_path, cache_dir):
@@ -139,9 +154,66 @@ def test_early_stopping_is_reported(tmp_path, cache_dir, caplog):
     assert full["run"]["early_stopping"] is None
 
 
-def test_a_run_without_validation_says_which_weights_it_tested(tmp_path, cache_dir, caplog):
-    summary = run(make_config(tmp_path / "run", cache_dir, ["model.max_epochs=2", "model.check_val_every_n_epoch=5",
-                                                             "logger=none"]))
-    assert summary["run"]["test_checkpoint"]["policy"].startswith("last (no best checkpoint")
-    assert summary["run"]["test_checkpoint"]["weights"] == "final weights (epoch 1)"
-    assert "no validation check ran" in caplog.text
+def _retest(cfg, checkpoint: Path) -> dict[str, float]:
+    """The test metrics of ``checkpoint``, evaluated afresh: a new module and DataModule built from ``cfg``."""
+    datamodule = instantiate(cfg.data, _convert_="object")
+    datamodule.setup("fit")
+    module = instantiate(cfg.model.module, _partial_=True)(features=datamodule.features)
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                        enable_checkpointing=False, enable_model_summary=False)
+    results = trainer.test(module, datamodule=datamodule, ckpt_path=str(checkpoint), verbose=False)
+    return {k: float(v) for k, v in results[0].items()}
+
+
+@pytest.mark.parametrize(("choice", "policy"), [("auto", "last (no best checkpoint: no validation check ran)"),
+                                                ("last", "last")])
+def test_a_run_shorter_than_a_validation_interval_leaves_and_tests_its_checkpoint(choice, policy, tmp_path,
+                                                                                  cache_dir, caplog):
+    """Two epochs with a validation check every five: no check ran, so there is no best checkpoint. The run still
+    leaves ``checkpoints/last.ckpt`` holding both epochs, names it as the weights it tested, and those weights,
+    tested afresh, give the metrics it reports."""
+    cfg = make_config(tmp_path / "run", cache_dir, ["model.max_epochs=2", "model.check_val_every_n_epoch=5",
+                                                    "logger=none", f"test_checkpoint={choice}"])
+    summary = run(cfg)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert sorted(p.name for p in last.parent.iterdir()) == ["last.ckpt"]
+    saved = torch.load(last, map_location="cpu", weights_only=True)
+    assert saved["callbacks"]["RunTimer"]["epochs_run"] == 2 and saved["global_step"] > 0
+    tested = summary["run"]["test_checkpoint"]
+    assert tested["policy"] == policy and Path(tested["weights"]).resolve() == last.resolve()
+    assert ("no validation check ran" in caplog.text) == (choice == "auto")
+    reported = {k: v for k, v in summary.items() if k.startswith("test")}
+    assert reported and _retest(cfg, last) == reported
+
+
+def test_the_best_checkpoint_named_is_the_one_tested(tmp_path, cache_dir):
+    """``best``: the summary names the best checkpoint, and testing that file afresh gives the reported metrics,
+    while the final weights (``last.ckpt``, written when training ends on an epoch that did not validate) differ."""
+    cfg = make_config(tmp_path / "run", cache_dir, ["model.max_epochs=5", "model.check_val_every_n_epoch=2",
+                                                    "logger=none", "callbacks.early_stopping=null"])
+    summary = run(cfg)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    best = Path(summary["run"]["test_checkpoint"]["weights"])
+    assert summary["run"]["test_checkpoint"]["policy"] == "best" and best.parent.resolve() == checkpoints.resolve()
+    assert best.name in {"best-epoch001.ckpt", "best-epoch003.ckpt"}
+    last = torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["callbacks"]["RunTimer"]["epochs_run"] == 5  # saved at the end of fit: epoch 4 did not validate
+    reported = {k: v for k, v in summary.items() if k.startswith("test")}
+    assert _retest(cfg, best) == reported
+    assert _retest(cfg, checkpoints / "last.ckpt") != reported
+
+
+def test_result_files_are_readable_by_everyone(tmp_path, cache_dir):
+    """Under the usual umask 022 every file a run writes is 0644, like any file the user writes (metrics.json was
+    0600: written through a private temporary file)."""
+    previous = os.umask(0o022)
+    try:
+        run(make_config(tmp_path / "run", cache_dir, ["model.max_epochs=2", "model.check_val_every_n_epoch=1"]))
+    finally:
+        os.umask(previous)
+    files = {str(p.relative_to(tmp_path / "run")): p.stat().st_mode & 0o777
+             for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    for name in ("metrics.json", "config.yaml", "run_identity.json", "csv/hparams.yaml", "csv/metrics.csv",
+                 "checkpoints/last.ckpt"):
+        assert name in files, sorted(files)
+    assert {name: oct(mode) for name, mode in files.items() if mode != 0o644} == {}

@@ -112,16 +112,15 @@ def test_last_checkpoint_follows_every_validation_check_not_only_new_bests(tmp_p
     assert summary["run"]["test_checkpoint"] == {"policy": "best", "weights": str(checkpoints / "best-epoch001.ckpt")}
 
 
-@pytest.mark.parametrize(("choice", "seeds", "policy"), [("auto", "gold", "best"), ("auto", "psqe", "last"),
-                                                         ("auto", "pivot", "last"), ("best", "psqe", "best"),
-                                                         ("last", "gold", "last")])
-def test_test_checkpoint_policy(choice, seeds, policy):
-    assert choose_test_checkpoint(choice, seeds) == policy
+@pytest.mark.parametrize(("choice", "supervised", "policy"), [("auto", True, "best"), ("auto", False, "last"),
+                                                              ("best", False, "best"), ("last", True, "last")])
+def test_test_checkpoint_policy(choice, supervised, policy):
+    assert choose_test_checkpoint(choice, supervised) == policy
 
 
 def test_unknown_test_checkpoint_is_an_error():
     with pytest.raises(ValueError, match="choose one of auto, best, last"):
-        choose_test_checkpoint("final", "gold")
+        choose_test_checkpoint("final", True)
 
 
 def test_a_run_directory_never_mixes_configurations(tmp_path, cache_dir):

@@ -6,10 +6,12 @@ import csv
 import json
 
 import pytest
+import torch
 import wandb
+import yaml
 from hydra import compose, initialize_config_dir
 
-from mmea_lightning.train import run
+from mmea_lightning.train import optimized_value, run
 
 from .conftest import CONF_DIR, make_config
 
@@ -102,6 +104,39 @@ def test_wandb_logger_offline(tmp_path, cache_dir, monkeypatch):
                  "val/best_mrr", json.dumps(saved["val/best_mrr"]), "seconds_per_epoch", "test_csls/mrr",
                  json.dumps(saved["test_csls/mrr"])):
         assert text.encode() in record, text
+    # the resolved config is the W&B run's config: a dashboard groups and filters by any setting
+    for key, value in (("seed_ratio", "0.3"), ("val_ratio", "0.1"), ("test_checkpoint", '"auto"')):
+        assert key.encode() in record and value.encode() in record.split(key.encode(), 1)[1][:16], key
+    for text in ('"name":"eva"', '"max_epochs":2', '"lr":0.0005', '"name":"toy"'):
+        assert text.encode() in record, text
+
+
+def test_csv_hparams_hold_the_resolved_config(trained):
+    out, _ = trained
+    hparams = yaml.safe_load((out / "csv" / "hparams.yaml").read_text())
+    assert hparams["seed_ratio"] == 0.3 and hparams["model"]["name"] == "eva"
+    assert hparams["model"]["max_epochs"] == 60 and hparams["trainer"]["max_epochs"] == 60  # interpolations resolved
+    assert hparams["dataset"]["name"] == "toy" and hparams["optimized_metric"] == "val/best_mrr"
+
+
+def test_the_optimized_metric_comes_from_the_config(trained):
+    _, summary = trained
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        assert compose(config_name="train").optimized_metric == "val/best_mrr"
+    assert optimized_value(summary, "val/best_mrr") == summary["val/best_mrr"]
+    assert optimized_value(summary, "test_csls/hits@1") == summary["test_csls/hits@1"]
+    assert optimized_value(summary, None) is None
+    with pytest.raises(ValueError, match="choose one of test/hits@1, .*val/best_mrr"):
+        optimized_value(summary, "val/mrr")
+
+
+def test_debug_config_runs_one_short_epoch(tmp_path, cache_dir):
+    summary = run(make_config(tmp_path, cache_dir, ["debug=default", "model.batch_size=16"]))  # ~7 batches an epoch
+    assert summary["run"]["perf"]["epochs_run"] == 1 and summary["run"]["perf"]["validation_checks"] == 1
+    assert summary["run"]["threads"] == 1 and not (tmp_path / "csv").exists()
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == 3  # trainer.limit_train_batches of debug=default
+    assert summary["run"]["test_checkpoint"]["policy"] == "best" and 0 <= summary["test/hits@1"] <= 1
 
 
 def test_unknown_dataset_lists_the_options():

@@ -1,12 +1,15 @@
-"""Callbacks shared by every run."""
+"""Callbacks shared by every run, and how a run builds its callbacks from ``conf/callbacks``."""
 
 from __future__ import annotations
 
 import resource
 import time
+from collections.abc import Mapping
+from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import LearningRateMonitor
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 
 
 def peak_memory_mb() -> float:
@@ -133,3 +136,43 @@ class RunTimer(L.Callback):
             "test_seconds": self.eval_seconds["test"],
             "peak_memory_mb": max(self._peak_elsewhere, peak_memory_mb()),
         }
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """``<dirpath>/last.ckpt``: the latest training state, which an interrupted run resumes from and which
+    ``test_checkpoint=last`` tests.
+
+    Written at the end of every ``every_n_epochs``-th training epoch (the epochs that validate), after every other
+    epoch-end hook (the epoch's validation, its iterative round, the timer's count): a resume starts the next epoch with
+    nothing of this one lost or replayed. (Lightning's own ``save_last`` refreshes ``last.ckpt`` only when a new best
+    is saved, and with ``check_val_every_n_epoch > 1`` it saves at validation end, *before* those hooks.)
+
+    And once more when training ends on an epoch that was not saved (a run shorter than one validation interval, a
+    ``max_epochs`` that is not a multiple of it): every run that trained leaves the weights it ended with.
+    """
+
+    def __init__(self, dirpath: str | Path, every_n_epochs: int = 1, filename: str = "last") -> None:
+        super().__init__(dirpath=dirpath, filename=filename, monitor=None, save_top_k=1, every_n_epochs=every_n_epochs,
+                         save_on_train_epoch_end=True, enable_version_counter=False, auto_insert_metric_name=False)
+
+    @property
+    def file(self) -> Path:
+        """The checkpoint's path (fixed: no metric or version in its name)."""
+        return Path(self.dirpath) / f"{self.filename}{self.FILE_EXTENSION}"
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        # skipped when the final step is saved already, or when no step was taken at all (max_epochs=0)
+        if not self._should_skip_saving_checkpoint(trainer):
+            self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+def instantiate_callbacks(callbacks_cfg: Mapping | None, with_logger: bool) -> list[Callback]:
+    """The callbacks of ``conf/callbacks`` (entries set to null are left out), always with a :class:`RunTimer` (the
+    run summary reports its figures). Learning-rate monitors are left out without a logger (Lightning refuses them)."""
+    callbacks = [instantiate(c) for c in (callbacks_cfg or {}).values() if c is not None]
+    if not with_logger:
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    if not any(isinstance(c, RunTimer) for c in callbacks):
+        callbacks.append(RunTimer())
+    return callbacks
