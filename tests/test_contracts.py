@@ -142,3 +142,23 @@ def test_a_non_generator_is_refused_with_what_it_lacks():
         AlignmentDataModule(TOY, seeds=Unnamed())
     with pytest.raises(TypeError, match="Undecided does not say whether its validation links are gold"):
         AlignmentDataModule(TOY, seeds=Undecided())
+
+
+def test_a_generator_that_returns_a_bad_split_is_named_with_the_part(toy):
+    class Swapped(SeedGenerator):  # KG2 ids where KG1 ids belong
+        name, supervised = "swapped", True
+
+        def split(self, features, gold_links, **kwargs):
+            links = gold_links[:, ::-1]
+            return SeedSplit(LinkSplit(train=links[:10], valid=links[10:20], test=links[20:]), {"mode": "test"})
+
+    class Tupled(SeedGenerator):
+        name, supervised = "tupled", True
+
+        def split(self, features, gold_links, **kwargs):
+            return gold_links[:10], gold_links[10:20], gold_links[20:]
+
+    with pytest.raises(ValueError, match=r"swapped: split.train: 10 rows are not \(KG1 entity, KG2 entity\)"):
+        AlignmentDataModule(TOY, cache_dir=toy.cache_dir, seeds=Swapped()).setup()
+    with pytest.raises(TypeError, match="tupled: split\\(\\) returned tuple; it must return a SeedSplit"):
+        AlignmentDataModule(TOY, cache_dir=toy.cache_dir, seeds=Tupled()).setup()

@@ -18,7 +18,7 @@ from mmea_lightning.data.features import FeatureSet, FeatureSettings, load_or_bu
 from mmea_lightning.data.loader import DatasetSpec, load_pair, resolve_root
 from mmea_lightning.data.pair import KGPair
 from mmea_lightning.data.splits import LinkSplit
-from mmea_lightning.seeds.base import SeedGenerator, SeedSplit, check_generator
+from mmea_lightning.seeds.base import SeedGenerator, SeedSplit, check_generator, check_split
 from mmea_lightning.seeds.gold import GoldSeeds
 from mmea_lightning.seeds.quality import quality_table
 from mmea_lightning.seeds.report import seed_quality_rows, summary_rows, write_seed_outputs
@@ -117,9 +117,9 @@ class AlignmentDataModule(L.LightningDataModule):
         """Let the seed generator make the split; record it (and report pseudo seeds); return the ``(S, 2)`` seeds."""
         generator = self.seed_generator
         start = time.perf_counter()
-        result: SeedSplit = generator.split(self.features, self.pair.gold_links, seed_ratio=self.seed_ratio,
-                                            val_ratio=self.val_ratio, split_seed=self.split_seed,
-                                            cache_dir=self.cache_dir)
+        result = check_split(generator.split(self.features, self.pair.gold_links, seed_ratio=self.seed_ratio,
+                                             val_ratio=self.val_ratio, split_seed=self.split_seed,
+                                             cache_dir=self.cache_dir), self.features, generator.name)
         self.timings["seed_seconds"] = time.perf_counter() - start
         self.split = result.split
         self.split_info = dict(result.info)

@@ -31,7 +31,7 @@ from mmea_lightning.seeds.quality import graph_coverage
 log = logging.getLogger(__name__)
 
 __all__ = ["SeedGeneration", "SeedGenerator", "SeedSplit", "SeedStage", "UnsupervisedSeeds", "check_generator",
-           "check_links"]
+           "check_links", "check_split"]
 
 
 @dataclass
@@ -130,6 +130,39 @@ def check_generator(generator: object) -> SeedGenerator:
         raise TypeError(f"the seed generator {kind} does not say whether its validation links are gold: set the "
                         "class attribute supervised = True or False")
     return generator
+
+
+def check_split(result: object, features: FeatureSet, generator: str) -> SeedSplit:
+    """``result`` of ``generator``'s :meth:`~SeedGenerator.split` with its links as int64 arrays, checked: a
+    :class:`SeedSplit` whose train / valid / test parts are non-empty ``(K, 2)`` integer arrays of a KG1 id and a KG2
+    id each. Anything else is an error naming the generator, the part and what is wrong."""
+    if not isinstance(result, SeedSplit) or not isinstance(result.split, LinkSplit):
+        raise TypeError(f"the seed generator {generator}: split() returned {type(result).__name__}; it must return a "
+                        "SeedSplit(LinkSplit(train, valid, test), info)")
+    n = features.num_entities
+    kg1 = np.zeros(n, dtype=bool)
+    kg1[features.kg1_ids.numpy()] = True
+    kg2 = np.zeros(n, dtype=bool)
+    kg2[features.kg2_ids.numpy()] = True
+    parts = {}
+    for part in ("train", "valid", "test"):
+        links = np.asarray(getattr(result.split, part))
+        where = f"the seed generator {generator}: split.{part}"
+        if links.ndim != 2 or links.shape[1] != 2 or not np.issubdtype(links.dtype, np.integer):
+            raise ValueError(f"{where} has shape {links.shape} and dtype {links.dtype}; it must be (K, 2) integer "
+                             "rows kg1_id, kg2_id")
+        if len(links) == 0:
+            raise ValueError(f"{where} is empty: every part needs at least one link")
+        if links.min() < 0 or links.max() >= n:
+            raise ValueError(f"{where} holds ids in [{links.min()}, {links.max()}]; entity ids are in [0, {n})")
+        wrong = ~(kg1[links[:, 0]] & kg2[links[:, 1]])
+        if wrong.any():
+            raise ValueError(f"{where}: {int(wrong.sum())} rows are not (KG1 entity, KG2 entity), e.g. "
+                             f"{links[wrong][0].tolist()}")
+        parts[part] = np.asarray(links, dtype=np.int64)
+    if all(parts[p] is getattr(result.split, p) for p in parts):
+        return result
+    return SeedSplit(LinkSplit(**parts), result.info, result.generation)
 
 
 class UnsupervisedSeeds(SeedGenerator):
