@@ -49,6 +49,7 @@ from torch.utils.data import DataLoader
 
 from mmea_lightning.atomic_files import write_json_atomic, write_text_atomic
 from mmea_lightning.config_source import CONFIG_PATH
+from mmea_lightning.cpu_threads import set_threads
 from mmea_lightning.eval.decoding import greedy_one_to_one, hungarian_one_to_one, one_to_one_metrics, similarity_matrix
 from mmea_lightning.lightning.restore import RestoredRun, restore_run
 from mmea_lightning.train import USER_ERRORS, metrics_table, report_user_error
@@ -214,8 +215,7 @@ def run(cfg: DictConfig | Mapping) -> dict:
     returns what ``metrics.json`` holds."""
     if not cfg.get("ckpt_path"):
         raise ValueError("ckpt_path is required: pass ckpt_path=<run dir>/checkpoints/<name>.ckpt.")
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg["threads"]))
+    set_threads(cfg.get("threads"))
     prediction = predict_checkpoint(cfg["ckpt_path"], top_k=cfg.get("top_k", 10), decoding=cfg.get("decoding"),
                                     entities=cfg.get("entities", "test"), data_dir=cfg.get("data_dir"),
                                     cache_dir=cfg.get("cache_dir"), evaluate=bool(cfg.get("evaluate", True)),
