@@ -415,3 +415,17 @@ def test_data_fingerprint_hashes_content_independent_of_path(tmp_path):
     pairs = [load_pair(tiny_spec(), tmp_path / name / "root") for name in ("one", "two", "other")]
     keys = [feature_cache_key(pair, FeatureSettings()) for pair in pairs]
     assert keys[0] == keys[1] != keys[2]
+
+
+def test_absent_name_files_are_absent_names_not_an_error(tmp_path):
+    """Names only matter with surface=true: a release without its translated-names (or mid2name) file loads, with
+    no names and a note; the fingerprint records the file as absent."""
+    root = tiny_root(tmp_path)
+    spec_ = tiny_spec(names_json="names/json", mid2name="mmkb/mid2name")
+    pair = load_pair(spec_, root)
+    assert all(name is None for name in pair.names)
+    assert any("names/json absent" in note for note in pair.notes), pair.notes
+    assert any("mmkb/mid2name absent" in note for note in pair.notes), pair.notes
+    assert input_digests(spec_, root)["names_json"] == "absent"
+    features = build_features(pair, FeatureSettings())
+    assert not features.present.get("name_char", False)

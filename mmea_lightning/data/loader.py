@@ -235,11 +235,17 @@ def load_pair(spec: PairSpec, root: str | Path) -> KGPair:
     names: list[str | None] = [None] * num_entities
     if spec.names_from_uri:
         names = [name_from_uri(uri) for uri in uris]
-    if spec.mid2name:
+    # Name files are optional, like images: names only matter with surface=true, and an aligner asked for a name
+    # modality the pair lacks drops it and records that (strict_modalities=true makes it an error).
+    if spec.mid2name and not (root / spec.mid2name).is_file():
+        notes.append(f"name file {spec.mid2name} absent: no names from it")
+    elif spec.mid2name:
         for ent, name in read_mid2name(root / spec.mid2name, uri_to_id).items():
             names[ent] = name
         files["mid2name"] = str(root / spec.mid2name)
-    if spec.names_json:
+    if spec.names_json and not (root / spec.names_json).is_file():
+        notes.append(f"name file {spec.names_json} absent: no names from it")
+    elif spec.names_json:
         for ent, name in read_translated_names(root / spec.names_json, num_entities).items():
             names[ent] = name
         files["names_json"] = str(root / spec.names_json)
