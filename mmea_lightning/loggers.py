@@ -1,9 +1,13 @@
 """A run's loggers (``conf/logger/*``): built from the config, given the resolved config, finished with the summary.
 
 * Every configured logger is a Lightning logger instantiated from its ``_target_``; entries set to null are left out.
-* Every logger receives the resolved config as hyperparameters (:func:`log_hyperparameters`): the W&B run's config,
-  the CSV logger's ``hparams.yaml``, any other Lightning logger's own store -- so a dashboard filters and groups the
-  runs of a sweep by any setting (``seed_ratio``, ``model.name``, ``model.module.optimizer.lr``, ...).
+* Every logger receives the resolved config as hyperparameters: :func:`run_hyperparameters` is what the module saves
+  as its hyperparameters (``AlignerModule(config=...)``), and Lightning logs a module's hyperparameters to every
+  logger when fit or test starts -- on rank 0, inside the worker process under ``ddp_spawn`` (logging them from the
+  main process first would create the CSV writer there, whose copy in the workers then loses track of the file's
+  columns). So the W&B run's config, the CSV logger's ``hparams.yaml`` and any other Lightning logger's store hold
+  every setting: a dashboard filters and groups the runs of a sweep by any of them (``seed_ratio``, ``model.name``,
+  ``model.module.optimizer.lr``, ...).
 * A resumed run continues its loggers where the interrupted run left them: :data:`BUILD_OPTIONS` holds, per logger
   class (matched with ``issubclass``, so subclasses are covered), the extra constructor arguments -- the W&B run id
   of the interrupted run (the same dashboard run goes on), a new CSV version ``csv/resume-<i>/`` (the interrupted
@@ -21,8 +25,7 @@ from hydra.utils import get_class, instantiate
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["BUILD_OPTIONS", "LoggerContext", "finish_loggers", "instantiate_loggers", "log_hyperparameters",
-           "run_hyperparameters"]
+__all__ = ["BUILD_OPTIONS", "LoggerContext", "finish_loggers", "instantiate_loggers", "run_hyperparameters"]
 
 log = logging.getLogger(__name__)
 
@@ -88,19 +91,11 @@ def instantiate_loggers(loggers_cfg: Mapping | None, context: LoggerContext | No
 
 
 def run_hyperparameters(cfg: DictConfig) -> dict:
-    """The resolved config as plain containers (Hydra's own ``hydra`` node left out): what the loggers receive."""
+    """The resolved config as plain containers (Hydra's own ``hydra`` node left out): the module's hyperparameters,
+    hence what every logger receives."""
     params = OmegaConf.to_container(cfg, resolve=True)
     params.pop("hydra", None)
     return params
-
-
-def log_hyperparameters(loggers: Sequence[Logger], cfg: DictConfig) -> None:
-    """Give every logger the resolved config (Lightning's loggers write it on rank 0 only)."""
-    if not loggers:
-        return
-    params = run_hyperparameters(cfg)
-    for logger in loggers:
-        logger.log_hyperparams(params)
 
 
 def finish_loggers(loggers: Sequence[Logger], summary: Mapping) -> None:

@@ -23,14 +23,14 @@ import hydra
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from mmea_lightning.config_source import CONFIG_PATH
 from mmea_lightning.cpu_threads import check_threads, pin_threads, set_threads
 from mmea_lightning.data.splits import check_ratios
 from mmea_lightning.data.toy import NotGeneratedHere
 from mmea_lightning.lightning.callbacks import LastCheckpoint, RunTimer, instantiate_callbacks
-from mmea_lightning.loggers import LoggerContext, finish_loggers, instantiate_loggers, log_hyperparameters
+from mmea_lightning.loggers import LoggerContext, finish_loggers, instantiate_loggers, run_hyperparameters
 from mmea_lightning.run_dir import RunDirectory, completed_run, open_run_directory, write_summary
 from mmea_lightning.run_lock import RunDirectoryBusy
 from mmea_lightning.run_summary import (
@@ -85,8 +85,9 @@ def train(cfg: DictConfig, run_dir: RunDirectory) -> dict:
     datamodule = instantiate(cfg.data, _convert_="object")
     datamodule.setup("fit")
     # the FeatureSet is passed after instantiation: Hydra would try to merge a dataclass of tensors into the config
+    # config: the module's hyperparameters -- saved in every checkpoint, and logged by Lightning to every logger
     module = instantiate(cfg.model.module, _partial_=True)(features=datamodule.features,
-                                                           config=OmegaConf.to_container(cfg, resolve=True))
+                                                           config=run_hyperparameters(cfg))
     seeds_name = datamodule.summary()["seeds"]
     loggers = instantiate_loggers(cfg.get("logger"), LoggerContext(resuming=run_dir.resume_from is not None,
                                                                    tags=(f"seeds:{seeds_name}",)))
@@ -96,7 +97,6 @@ def train(cfg: DictConfig, run_dir: RunDirectory) -> dict:
         callbacks.append(instantiate(cfg.training.expansion))
         trainer_extra["reload_dataloaders_every_n_epochs"] = 1  # serve the new seed links
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **trainer_extra)
-    log_hyperparameters(loggers, cfg)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=run_dir.resume_from)
 

@@ -9,7 +9,7 @@ import yaml
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from omegaconf import OmegaConf
 
-from mmea_lightning.loggers import LoggerContext, instantiate_loggers, log_hyperparameters
+from mmea_lightning.loggers import LoggerContext, instantiate_loggers, run_hyperparameters
 
 from .conftest import make_config
 
@@ -77,11 +77,9 @@ def test_none_and_null_entries_give_no_logger(tmp_path, cache_dir):
     assert instantiate_loggers(OmegaConf.create({"csv": None})) == []
 
 
-def test_the_csv_logger_receives_the_resolved_config(tmp_path, cache_dir):
-    cfg = make_config(tmp_path, cache_dir, ["logger=csv", "seed_ratio=0.4"])
-    loggers = instantiate_loggers(cfg.logger)
-    log_hyperparameters(loggers, cfg)
-    loggers[0].save()
-    saved = yaml.safe_load((tmp_path / "csv" / "hparams.yaml").read_text())
-    assert saved["seed_ratio"] == 0.4 and saved["model"]["name"] == "eva" and saved["dataset"]["name"] == "toy"
-    assert saved["data"]["seed_ratio"] == 0.4  # interpolations resolved
+def test_the_hyperparameters_are_the_resolved_config(tmp_path, cache_dir):
+    cfg = make_config(tmp_path, cache_dir, ["seed_ratio=0.4"])
+    params = run_hyperparameters(cfg)
+    assert params["seed_ratio"] == 0.4 and params["model"]["name"] == "eva" and params["dataset"]["name"] == "toy"
+    assert params["data"]["seed_ratio"] == 0.4 and "hydra" not in params  # interpolations resolved
+    assert yaml.safe_load(yaml.safe_dump(params)) == params  # plain values: a YAML file, a W&B config, a checkpoint

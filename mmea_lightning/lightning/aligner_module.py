@@ -42,7 +42,7 @@ class AlignerModule(L.LightningModule):
         config: the run's resolved config (plain containers, ``OmegaConf.to_container(cfg, resolve=True)``), saved
             as the module's hyperparameters: every checkpoint carries it (readable with
             ``torch.load(weights_only=True)``), so :meth:`load_from_checkpoint` rebuilds the data and the module from
-            the checkpoint alone. (``train`` gives it to the loggers: ``mmea_lightning.loggers``.)
+            the checkpoint alone, and Lightning gives it to every logger (W&B config, CSV ``hparams.yaml``).
     """
 
     def __init__(
@@ -64,8 +64,9 @@ class AlignerModule(L.LightningModule):
         if config is not None:
             if isinstance(config, DictConfig):
                 config = OmegaConf.to_container(config, resolve=True)
-            # plain values only (never the partials or the features); not sent to the loggers a second time
-            self.save_hyperparameters(config, logger=False)
+            # plain values only (never the partials or the features); Lightning logs them to every logger when a
+            # stage starts, in the process that runs it (a spawned DDP worker too): mmea_lightning.loggers
+            self.save_hyperparameters(config)
         self.aligner = check_aligner(aligner(features=features))
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
