@@ -34,6 +34,7 @@ from mmea_lightning.loggers import LoggerContext, finish_loggers, instantiate_lo
 from mmea_lightning.run_dir import RunDirectory, completed_run, open_run_directory, write_summary
 from mmea_lightning.run_lock import RunDirectoryBusy
 from mmea_lightning.run_summary import (
+    EvaluatedWeights,
     build_summary,
     choose_test_checkpoint,
     early_stopping_report,
@@ -101,32 +102,17 @@ def train(cfg: DictConfig, run_dir: RunDirectory) -> dict:
     trainer.fit(module, datamodule=datamodule, ckpt_path=run_dir.resume_from)
 
     timer = next(c for c in callbacks if isinstance(c, RunTimer))
-    # the checkpoint that tracks the best validation MRR; the last checkpoint keeps the latest state
-    best = next((c for c in callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None)
-    last = next((c for c in callbacks if isinstance(c, LastCheckpoint)), None)
+    best = next((c for c in callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None)  # by val/mrr
     if best is not None and best.best_model_score is None:  # spawned DDP ranks trained in child processes
         recover_from_checkpoint(best, timer, datamodule)
-    best_path = best.best_model_path if best is not None else ""
-    policy = choose_test_checkpoint(str(cfg.get("test_checkpoint", "auto")), datamodule.supervised)
-    tested = evaluated_weights(policy, best_path, last.file if last is not None else None, timer.epochs_run)
-    if policy == "best" and tested.policy != "best" and cfg.get("test"):
-        log.warning("no validation check ran (model.max_epochs=%s, model.check_val_every_n_epoch=%s), so there is "
-                    "no best checkpoint: the test links evaluate the final weights (%s)", trainer.max_epochs,
-                    cfg.model.get("check_val_every_n_epoch"), tested.weights)
+    tested = _weights_to_test(cfg, callbacks, best, timer, datamodule.supervised)
     early_stop = early_stopping_report(callbacks, trainer)
-
-    test_metrics: dict[str, float] = {}
-    if cfg.get("test"):
-        fit_state = timer.state_dict()  # testing from a checkpoint restores the callbacks' state of that epoch
-        results = trainer.test(module, datamodule=datamodule, ckpt_path=tested.ckpt_path, verbose=False)
-        test_metrics = {k: float(v) for k, v in results[0].items()}
-        test_seconds = timer.eval_seconds["test"]
-        timer.load_state_dict(fit_state)
-        timer.eval_seconds["test"] = test_seconds
+    test_metrics = _test(trainer, module, datamodule, tested.ckpt_path, timer) if cfg.get("test") else {}
 
     summary = build_summary(
         cfg, output_dir=run_dir.path, data_fingerprint=run_dir.identity["data"], test_metrics=test_metrics,
-        best_score=best.best_model_score if best is not None else None, best_path=best_path, tested=tested,
+        best_score=best.best_model_score if best is not None else None,
+        best_path=best.best_model_path if best is not None else "", tested=tested,
         resumed_from=run_dir.resume_from, described=module.describe(), data_summary=datamodule.summary(),
         early_stop=early_stop, perf=timer.summary, threads=threads)
     if trainer.is_global_zero:
@@ -134,6 +120,31 @@ def train(cfg: DictConfig, run_dir: RunDirectory) -> dict:
         write_summary(run_dir.path, summary)
         print_results(cfg, summary, datamodule.seed_quality, datamodule.split_info.get("seeds"))
     return summary
+
+
+def _weights_to_test(cfg: DictConfig, callbacks: list, best: ModelCheckpoint | None, timer: RunTimer,
+                     supervised: bool) -> EvaluatedWeights:
+    """The checkpoint ``test_checkpoint`` names after fit (``best``, or ``last.ckpt``; a warning when ``best`` was
+    asked for but no validation check ran)."""
+    policy = choose_test_checkpoint(str(cfg.get("test_checkpoint", "auto")), supervised)
+    last = next((c for c in callbacks if isinstance(c, LastCheckpoint)), None)
+    tested = evaluated_weights(policy, best.best_model_path if best is not None else "",
+                               last.file if last is not None else None, timer.epochs_run)
+    if policy == "best" and tested.policy != "best" and cfg.get("test"):
+        log.warning("no validation check ran (model.max_epochs=%s, model.check_val_every_n_epoch=%s), so there is "
+                    "no best checkpoint: the test links evaluate the final weights (%s)", cfg.model.get("max_epochs"),
+                    cfg.model.get("check_val_every_n_epoch"), tested.weights)
+    return tested
+
+
+def _test(trainer: L.Trainer, module, datamodule, ckpt_path: str | None, timer: RunTimer) -> dict[str, float]:
+    """The test metrics of ``ckpt_path`` (None: the weights in memory); the timer keeps the fit's figures."""
+    fit_state = timer.state_dict()  # testing from a checkpoint restores the callbacks' state of that epoch
+    results = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+    test_seconds = timer.eval_seconds["test"]
+    timer.load_state_dict(fit_state)
+    timer.eval_seconds["test"] = test_seconds
+    return {k: float(v) for k, v in results[0].items()}
 
 
 def optimized_value(summary: dict, metric: str | None) -> float | None:
