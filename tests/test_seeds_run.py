@@ -73,7 +73,8 @@ def test_pivot_end_to_end_tested_on_all_gold_links(tmp_path, cache_dir):
     assert info["split"]["pseudo_seed_info"]["modality"] == "image"
     assert summary["test/mrr"] > 0.25
     # pseudo seeds: the final weights are tested, not the first validation check that saturates
-    assert info["test_checkpoint"] == {"policy": "last", "weights": "final weights (epoch 7)"}
+    assert info["test_checkpoint"] == {"policy": "last", "weights": str(tmp_path / "checkpoints" / "last.ckpt")}
+    assert info["perf"]["epochs_run"] == 8  # the last checkpoint holds the final epoch's weights
     cfg = make_config(tmp_path / "again", cache_dir, ["seeds=pivot", *TINY, "seeds.test_links=all", "model=mclea"])
     again = instantiate(cfg.data, _convert_="object")
     again.setup("fit")
