@@ -47,10 +47,11 @@ class RunIdentityMismatch(ValueError):
     """The run directory holds a run of a different experiment (settings or data)."""
 
 
-def _flatten(node: Any, prefix: str, out: dict[str, Any]) -> None:
+def flatten_config(node: Any, prefix: str, out: dict[str, Any]) -> None:
+    """Write the leaves of a nested config ``node`` into ``out`` under dotted keys (``model.module.lr``)."""
     if isinstance(node, dict) and node:
         for key, value in node.items():
-            _flatten(value, f"{prefix}.{key}" if prefix else str(key), out)
+            flatten_config(value, f"{prefix}.{key}" if prefix else str(key), out)
     else:
         out[prefix] = node
 
@@ -62,7 +63,7 @@ def _excluded(key: str) -> bool:
 def run_identity(cfg: DictConfig, data: dict[str, str]) -> dict:
     """The identity of the run ``cfg`` on the data fingerprinted as ``data`` (JSON-able)."""
     flat: dict[str, Any] = {}
-    _flatten(OmegaConf.to_container(cfg, resolve=True), "", flat)
+    flatten_config(OmegaConf.to_container(cfg, resolve=True), "", flat)
     settings = {k: v for k, v in sorted(flat.items()) if not _excluded(k)}
     identity = {"version": IDENTITY_VERSION, "settings": settings, "data": dict(sorted(data.items()))}
     return json.loads(json.dumps(identity, default=str))

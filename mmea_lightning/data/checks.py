@@ -47,6 +47,16 @@ def warn(notes: list[str], message: str) -> None:
     notes.append(message)
 
 
+def settle_link_conflicts(conflicts: list, one_to_one: bool, notes: list[str], what: str) -> None:
+    """Links that are not 1-to-1 (``conflicts``: the readers' :class:`DataFormatError` per offending line): the
+    first is raised when the dataset declares its links 1-to-1 (``gold_one_to_one``), else each is kept with a
+    warning recorded in ``notes`` (``what``: how the note names the links and why they are kept)."""
+    if conflicts and one_to_one:
+        raise conflicts[0]
+    for conflict in conflicts:
+        warn(notes, f"{what}: {conflict.path}, line {conflict.line}: {conflict.problem}")
+
+
 def informative_images(vectors: dict[int, np.ndarray], path: Path, notes: list[str]) -> dict[int, np.ndarray] | None:
     """The image vectors that carry information, or ``None`` when none does; each drop is a recorded warning.
 

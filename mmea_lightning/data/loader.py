@@ -23,7 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from mmea_lightning.data.checks import check_path_component, check_relative_path, informative_images, warn
+from mmea_lightning.data.checks import (
+    check_path_component,
+    check_relative_path,
+    informative_images,
+    settle_link_conflicts,
+    warn,
+)
 from mmea_lightning.data.errors import DataFormatError
 from mmea_lightning.data.pair import KGPair, has_edge
 from mmea_lightning.data.readers import (
@@ -202,12 +208,7 @@ def load_pair(spec: PairSpec, root: str | Path) -> KGPair:
     conflicts: list[DataFormatError] = []
     links = read_links(folder / "ill_ent_ids", ids1, ids2, num_entities, conflicts=conflicts)
     files["ill_ent_ids"] = str(folder / "ill_ent_ids")
-    if conflicts:
-        if spec.gold_one_to_one:
-            raise conflicts[0]
-        for conflict in conflicts:
-            warn(notes, f"gold links not 1-to-1, kept as published: {conflict.path}, line {conflict.line}: "
-                         f"{conflict.problem}")
+    settle_link_conflicts(conflicts, spec.gold_one_to_one, notes, "gold links not 1-to-1, kept as published")
     attr_pairs: list[tuple[int, str]] = []
     for name in spec.attributes:
         path = folder / name

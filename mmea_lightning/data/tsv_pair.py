@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmea_lightning.data.checks import check_path_component, informative_images, warn
+from mmea_lightning.data.checks import check_path_component, informative_images, settle_link_conflicts, warn
 from mmea_lightning.data.errors import DataFormatError
 from mmea_lightning.data.pair import KGPair, has_edge
 from mmea_lightning.data.readers import (
@@ -172,12 +172,7 @@ def load_tsv_pair(spec: TsvPairSpec, folder: str | Path) -> KGPair:
                            sources=("triples_1.tsv" + (" nor entities_1.tsv" if "entities_1" in files else ""),
                                     "triples_2.tsv" + (" nor entities_2.tsv" if "entities_2" in files else "")),
                            conflicts=conflicts)
-    if conflicts:
-        if spec.gold_one_to_one:
-            raise conflicts[0]
-        for conflict in conflicts:
-            warn(notes, f"links not 1-to-1, kept (gold_one_to_one: false): {conflict.path}, line {conflict.line}: "
-                        f"{conflict.problem}")
+    settle_link_conflicts(conflicts, spec.gold_one_to_one, notes, "links not 1-to-1, kept (gold_one_to_one: false)")
 
     attribute_keys: list[tuple[int, str]] = []
     numeric_rows: list[tuple[int, str, float]] = []

@@ -20,7 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from mmea_lightning.run_identity import IDENTITY_FILE, NON_RESULT_KEYS, run_identity
+from mmea_lightning.run_identity import IDENTITY_FILE, NON_RESULT_KEYS, flatten_config, run_identity
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +59,8 @@ def _identity_from_config(config: DictConfig, data: dict) -> dict:
     except Exception as err:  # an interpolation that no longer resolves: compare the values as written
         log.warning("config.yaml does not resolve (%s): its settings are compared as written", err)
         flat: dict[str, Any] = {}
-        _flatten(OmegaConf.to_container(config, resolve=False), "", flat)
+        flatten_config(OmegaConf.to_container(config, resolve=False), "", flat)
         return {"settings": _without(flat, NON_RESULT_KEYS), "data": data}
-
-
-def _flatten(node: Any, prefix: str, out: dict[str, Any]) -> None:
-    if isinstance(node, dict) and node:
-        for key, value in node.items():
-            _flatten(value, f"{prefix}.{key}" if prefix else str(key), out)
-    else:
-        out[prefix] = node
 
 
 def _without(settings: dict, ignore: Iterable[str]) -> dict:
