@@ -39,7 +39,7 @@ NON_RESULT_KEYS = (
     "trainer.enable_progress_bar", "trainer.default_root_dir", "trainer.enable_model_summary",
     "trainer.log_every_n_steps",
     "callbacks.lr_monitor", "callbacks.run_timer", "callbacks.last_checkpoint",
-    "callbacks.model_checkpoint.dirpath", "optimized_metric",
+    "callbacks.model_checkpoint.dirpath", "callbacks.test_probe", "optimized_metric",
 )
 
 

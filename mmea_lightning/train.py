@@ -30,6 +30,7 @@ from mmea_lightning.cpu_threads import check_threads, pin_threads, set_threads
 from mmea_lightning.data.splits import check_ratios
 from mmea_lightning.data.toy import NotGeneratedHere
 from mmea_lightning.lightning.callbacks import LastCheckpoint, RunTimer, instantiate_callbacks
+from mmea_lightning.lightning.test_probe import TestProbe
 from mmea_lightning.loggers import LoggerContext, finish_loggers, instantiate_loggers, run_hyperparameters
 from mmea_lightning.run_dir import RunDirectory, completed_run, open_run_directory, write_summary
 from mmea_lightning.run_lock import RunDirectoryBusy
@@ -107,6 +108,8 @@ def train(cfg: DictConfig, run_dir: RunDirectory) -> dict:
         recover_from_checkpoint(best, timer, datamodule)
     tested = _weights_to_test(cfg, callbacks, best, timer, datamodule.supervised)
     early_stop = early_stopping_report(callbacks, trainer)
+    probe = next((c for c in callbacks if isinstance(c, TestProbe)), None)
+    probe_record = probe.summary(validation_selected=tested.policy == "best") if probe is not None else None
     test_metrics = _test(trainer, module, datamodule, tested.ckpt_path, timer) if cfg.get("test") else {}
 
     summary = build_summary(
@@ -115,6 +118,8 @@ def train(cfg: DictConfig, run_dir: RunDirectory) -> dict:
         best_path=best.best_model_path if best is not None else "", tested=tested,
         resumed_from=run_dir.resume_from, described=module.describe(), data_summary=datamodule.summary(),
         early_stop=early_stop, perf=timer.summary, threads=threads)
+    if probe_record is not None:
+        summary["run"]["test_probe"] = probe_record
     if trainer.is_global_zero:
         finish_loggers(loggers, summary)
         write_summary(run_dir.path, summary)
