@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["save_torch_atomic", "write_json_atomic", "write_text_atomic"]
+__all__ = ["save_torch_atomic", "write_bytes_atomic", "write_json_atomic", "write_text_atomic"]
 
 
 def _umask() -> int:
@@ -40,6 +40,10 @@ def _atomic(path: str | Path, write: Callable[[str], None]) -> None:
 
 def write_text_atomic(path: str | Path, text: str) -> None:
     _atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    _atomic(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def write_json_atomic(path: str | Path, payload: Any) -> None:

@@ -1,6 +1,8 @@
 """Aggregate finished runs into the papers' tables and plots.
 
     python -m mmea_lightning.report multirun/2026-11-21/12-50-15-872315 [more dirs ...] [--out DIR]
+    python -m mmea_lightning.report results/anchors results/grid --published results/published.yaml \
+        --markdown docs/results.md
 
 Reads every ``metrics.json`` (with its ``config.yaml``) under the given directories and writes into ``--out``
 (default: ``<first dir>/report``):
@@ -18,25 +20,68 @@ Reads every ``metrics.json`` (with its ``config.yaml``) under the given director
   runs vary.
 
 The Markdown tables are also printed.
+
+With ``--markdown PAGE`` (and ``--published FILE``, the published figures: ``results/published.yaml``) it writes the
+results page instead (:mod:`mmea_lightning.results.page`): ``PAGE`` and its plots in a folder named like it
+(``docs/results.md`` -> ``docs/results/*.png``), generated from the runs alone, the same bytes on every run; the
+report files above are then written only when ``--out`` is given.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 from mmea_lightning.atomic_files import write_text_atomic
+from mmea_lightning.data.errors import DataFormatError
 from mmea_lightning.results.collect import IDENTITY, collect, seed_quality
-from mmea_lightning.results.plots import plot_axes
-from mmea_lightning.results.tables import ablation_table, main_table, seed_quality_table
+from mmea_lightning.results.page import command_line, page_plots, page_rows, render_page
+from mmea_lightning.results.plots import grid_bars, plot_axes
+from mmea_lightning.results.published import load_published
+from mmea_lightning.results.tables import LABELS, ablation_table, main_table, seed_quality_table
 
 
-def build_report(roots: list[str | Path], out_dir: str | Path | None = None, protocol: str = "test") -> dict:
-    """Write the report files; returns ``{name: path}`` of what was written plus the Markdown texts."""
-    out = Path(out_dir) if out_dir else Path(roots[0]) / "report"
-    out.mkdir(parents=True, exist_ok=True)
+def build_page(roots: Sequence[str | Path], published: str | Path, page: str | Path, protocol: str = "test") -> dict:
+    """Write the results page ``page`` and its plots (in ``<page without suffix>/``) from the runs under ``roots``
+    and the published figures in ``published``; returns ``{"page": path, "plots": [paths], "num_runs": n}``."""
+    page = Path(page)
+    figures = load_published(published)
+    runs = collect(roots)
+    rows = page_rows(runs, figures, protocol)
+    plots = page_plots(rows, figures, protocol)
+    folder = page.with_suffix("")
+    written = []
+    if plots:
+        folder.mkdir(parents=True, exist_ok=True)
+    for plot in plots:
+        title = f"{LABELS[plot.metric]} ({protocol}), {figures.grid_setting.label}"
+        written.append(grid_bars(plot.data, figures.grid, f"{LABELS[plot.metric]} ({protocol})", title,
+                                 folder / plot.name))
+    text = render_page(runs, figures, command=command_line(roots, published, page, protocol), roots=roots,
+                       plot_folder=folder.name, plots=plots, protocol=protocol)
+    page.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(page, text)
+    return {"page": page, "plots": written, "num_runs": len(runs)}
+
+
+def build_report(roots: list[str | Path], out_dir: str | Path | None = None, protocol: str = "test",
+                 write: bool = True) -> dict:
+    """Write the report files (unless ``write`` is false); returns ``{name: path}`` of what was written plus the
+    Markdown texts."""
     runs = collect(roots)
     written: dict[str, object] = {}
+    if not write:
+        written.update(main_markdown=main_table(runs, protocol)[1], num_runs=len(runs))
+        ablation = ablation_table(runs, protocol)
+        if ablation is not None:
+            written["ablation_markdown"] = ablation[1]
+        quality = seed_quality_table(seed_quality(roots))
+        if quality is not None:
+            written["seed_quality_markdown"] = quality[1]
+        return written
+    out = Path(out_dir) if out_dir else Path(roots[0]) / "report"
+    out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "runs.csv", runs.drop(columns=[IDENTITY], errors="ignore").to_csv(index=False))
     written["runs"] = out / "runs.csv"
     table, markdown = main_table(runs, protocol)
@@ -64,18 +109,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=None, help="output directory (default: <first dir>/report)")
     parser.add_argument("--protocol", default="test",
                         help="evaluation protocol of the tables: test (default), test_csls, test_all, ...")
+    parser.add_argument("--markdown", default=None, metavar="PAGE",
+                        help="write the results page PAGE (e.g. docs/results.md) and its plots (docs/results/*.png); "
+                        "needs --published; the report files are then written only with --out")
+    parser.add_argument("--published", default=None, metavar="FILE",
+                        help="the published figures set beside the runs on the page (results/published.yaml)")
     args = parser.parse_args(argv)
+    if args.markdown and not args.published:
+        parser.error("--markdown needs --published (the published figures, e.g. results/published.yaml)")
     try:
-        written = build_report(args.dirs, args.out, args.protocol)
-    except (FileNotFoundError, KeyError) as err:
+        page = build_page(args.dirs, args.published, args.markdown, args.protocol) if args.markdown else None
+        written = build_report(args.dirs, args.out, args.protocol, write=args.out is not None or page is None)
+    except (FileNotFoundError, KeyError, DataFormatError) as err:
         parser.error(str(err))
     print(f"{written['num_runs']} runs; protocol {args.protocol}\n")
     print(written["main_markdown"])
     for name in ("ablation_markdown", "seed_quality_markdown"):
         if name in written:
             print("\n" + written[name])
-    print(f"\nwritten to {Path(written['runs']).parent}: "
-          + ", ".join(Path(p).name for p in [written["runs"], written["main_table"], *written["plots"]]))
+    if "runs" in written:
+        print(f"\nwritten to {Path(written['runs']).parent}: "
+              + ", ".join(Path(p).name for p in [written["runs"], written["main_table"], *written["plots"]]))
+    if page is not None:
+        print(f"\nresults page: {page['page']}" + "".join(f", {p}" for p in page["plots"]))
 
 
 if __name__ == "__main__":

@@ -17,8 +17,9 @@ from mmea_lightning.run_identity import IDENTITY_FILE, run_identity
 
 def _write_run(path: Path, *, model="mpsea", dataset="fbdb15k", ratio=0.2, seed=42, h1=0.5, mrr=0.6, theta=None,
                ablation=None, seed_quality=None, effective=None, split_seed=0, epochs=500, data=None,
-               modalities=("structure",)) -> None:
-    """A finished run: config.yaml, metrics.json and -- with ``data`` (role -> digest) -- run_identity.json."""
+               modalities=("structure",), tested_epoch=None) -> None:
+    """A finished run: config.yaml, metrics.json and -- with ``data`` (role -> digest) -- run_identity.json; with
+    ``tested_epoch``, the best checkpoint of that epoch was tested (``best-epoch{epoch:03d}.ckpt``)."""
     path.mkdir(parents=True)
     aligner = {"_target_": "x.Y"}
     if theta is not None:
@@ -28,6 +29,7 @@ def _write_run(path: Path, *, model="mpsea", dataset="fbdb15k", ratio=0.2, seed=
     config = OmegaConf.create({"seed": seed, "split_seed": split_seed, "seed_ratio": ratio,
                                "dataset": {"name": dataset}, "data": {"split_seed": split_seed},
                                "model": {"name": model, "max_epochs": epochs, "module": {"aligner": aligner}},
+                               "callbacks": {"model_checkpoint": {"filename": "best-epoch{epoch:03d}"}},
                                "paths": {"output_dir": str(path)}})
     OmegaConf.save(config, path / "config.yaml")
     if data is not None:
@@ -39,6 +41,9 @@ def _write_run(path: Path, *, model="mpsea", dataset="fbdb15k", ratio=0.2, seed=
                        "split": {"seed_ratio": ratio, "split_seed": split_seed}, "surface": False,
                        "iterative_training": False, "modalities_used": list(modalities),
                        "perf": {"seconds_per_epoch": 1.5, "peak_memory_mb": 2048.0, "epochs_run": 10}}}
+    if tested_epoch is not None:
+        weights = str(path / "checkpoints" / f"best-epoch{tested_epoch:03d}.ckpt")
+        metrics["run"]["test_checkpoint"] = {"policy": "best", "weights": weights}
     if seed_quality is not None:
         metrics["run"]["seed_quality"] = seed_quality
     if effective is not None:

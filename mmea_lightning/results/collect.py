@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -52,6 +53,23 @@ def _select(config, keys: Sequence[str]):
     return None
 
 
+def checkpoint_epoch(info: dict, config) -> int | None:
+    """The (0-based) epoch of the checkpoint the run was tested with, read from its file name with the run's
+    ``callbacks.model_checkpoint.filename`` template (``best-epoch{epoch:03d}``); ``None`` when the run tested no
+    best checkpoint (``test_checkpoint.policy`` other than ``best``) or the name does not hold the epoch."""
+    tested = info.get("test_checkpoint") or {}
+    template = OmegaConf.select(config, "callbacks.model_checkpoint.filename", default=None)
+    if tested.get("policy") != "best" or not tested.get("weights") or not template or "{epoch" not in template:
+        return None
+    pattern = ""
+    for literal, field in re.findall(r"([^{]*)(\{[^}]*\}|$)", template):
+        pattern += re.escape(literal)
+        if field:
+            pattern += r"(?P<epoch>\d+)" if re.fullmatch(r"\{epoch(:[^}]*)?\}", field) else ".*?"
+    match = re.fullmatch(pattern + r"(-v\d+)?", Path(tested["weights"]).stem)
+    return int(match["epoch"]) if match else None
+
+
 def load_run(run_dir: Path) -> dict:
     """One flat record: what was run (dataset, model, seeds, ratio, seeds of model and split, surface, iterative,
     the hyper-parameters of :data:`CONFIG_AXES`), the run's setting (:data:`SETTING` id, :data:`IDENTITY`), every
@@ -77,6 +95,7 @@ def load_run(run_dir: Path) -> dict:
         "val/best_mrr": metrics.get("val/best_mrr"),
         "seconds_per_epoch": perf.get("seconds_per_epoch"),
         "epochs_run": perf.get("epochs_run"),
+        "best_epoch": checkpoint_epoch(info, config),
         "train_seconds": perf.get("train_seconds"),
         "peak_memory_mb": perf.get("peak_memory_mb"),
     }

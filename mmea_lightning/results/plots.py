@@ -1,7 +1,10 @@
-"""Metric-vs-hyper-parameter plots (θ, α, seed ratio, cluster count) as PNG files."""
+"""Plots as PNG files: metrics against a hyper-parameter (θ, α, seed ratio, cluster count), and the results page's
+bars per model and pair with the published figures as markers (byte for byte reproducible)."""
 
 from __future__ import annotations
 
+import io
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -9,6 +12,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+
+from mmea_lightning.atomic_files import write_bytes_atomic  # noqa: E402
 
 from .collect import CONFIG_AXES, IDENTITY, SETTING  # noqa: E402
 from .settings import setting_id  # noqa: E402
@@ -57,3 +62,50 @@ def plot_axes(runs: pd.DataFrame, out_dir: Path, protocol: str = "test") -> list
         plt.close(fig)
         written.append(path)
     return written
+
+
+#: PNGs that are the same bytes on every run: fixed size and resolution, no software / time stamp in the metadata
+PNG_DPI = 100
+PNG_METADATA = {"Software": None}
+
+
+def png_bytes(fig) -> bytes:
+    """``fig`` as PNG bytes without metadata that changes between runs (closes ``fig``)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=PNG_DPI, metadata=PNG_METADATA)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def grid_bars(data: pd.DataFrame, pairs: Sequence[tuple[str, float]], ylabel: str, title: str, path: Path) -> Path:
+    """Grouped bars: one group per pair of ``pairs`` (``(dataset, seed_ratio)``), one bar per ``series`` (sorted),
+    height ``mean`` with ``std`` as error bar when ``n > 1``, and the published figure (``anchor``, NaN for none) as
+    a black marker on its bar. ``data``: :func:`~mmea_lightning.results.page.grid_frame` output."""
+    series = sorted(set(data["series"]))
+    width = 0.8 / max(len(series), 1)
+    fig, ax = plt.subplots(figsize=(9, 4))
+    anchored = False
+    for i, name in enumerate(series):
+        rows = data[data["series"] == name]
+        x = [pairs.index((d, r)) - 0.4 + width * (i + 0.5) for d, r in zip(rows["dataset"], rows["seed_ratio"],
+                                                                            strict=True)]
+        ax.bar(x, rows["mean"], width=width, label=name, color=f"C{i % 10}")
+        pooled = (rows["n"] > 1).to_numpy()
+        if pooled.any():
+            ax.errorbar([v for v, p in zip(x, pooled, strict=True) if p], rows.loc[pooled, "mean"],
+                        yerr=rows.loc[pooled, "std"], fmt="none", ecolor="black", capsize=3)
+        marked = rows["anchor"].notna().to_numpy()
+        if marked.any():
+            ax.scatter([v for v, m in zip(x, marked, strict=True) if m], rows.loc[marked, "anchor"], marker="D",
+                       color="black", zorder=3, label=None if anchored else "published (no images)")
+            anchored = True
+    ax.set_xticks(range(len(pairs)), [f"{d}\n{r:g}" for d, r in pairs])
+    ax.set_xlim(-0.5, len(pairs) - 0.5)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    write_bytes_atomic(path, png_bytes(fig))
+    return path

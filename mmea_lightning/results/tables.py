@@ -64,6 +64,14 @@ def aggregate(runs: pd.DataFrame, protocol: str = "test", metrics: Sequence[str]
     return table.reset_index()
 
 
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A Markdown table: ``header`` and one line per row (cells through ``str``; ``|`` inside a cell escaped)."""
+    def line(cells: Sequence[object]) -> str:
+        return "| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |"
+
+    return "\n".join([line(header), "|" + "---|" * len(header), *(line(row) for row in rows)])
+
+
 def _cell(mean: float, std: float, n: int) -> str:
     return f"{mean:.4f}" if n < 2 else f"{mean:.4f} ± {std:.4f}"
 
@@ -73,14 +81,14 @@ def to_markdown(table: pd.DataFrame, keys: Sequence[str], metrics: Sequence[str]
     header = [LABELS.get(k, k) for k in keys] + [LABELS.get(m, m) for m in metrics] + ["n"]
     costs = [c for c in ("seconds_per_epoch", "peak_memory_mb") if c in table]
     header += [LABELS[c] for c in costs]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for _, row in table.iterrows():
         cells = [str(row[k]) for k in keys]
         cells += [_cell(row[f"{m}_mean"], row[f"{m}_std"], int(row["n"])) for m in metrics]
         cells.append(str(int(row["n"])))
         cells += [f"{row['seconds_per_epoch']:.2f}" if "seconds_per_epoch" == c else f"{row[c]:.0f}" for c in costs]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells)
+    return markdown_table(header, rows)
 
 
 def main_table(runs: pd.DataFrame, protocol: str = "test") -> tuple[pd.DataFrame, str]:
@@ -168,7 +176,7 @@ def ablation_table(runs: pd.DataFrame, protocol: str = "test") -> tuple[pd.DataF
     several = {(d, r) for d, r, _ in settings if sum((d2, r2) == (d, r) for d2, r2, _ in settings) > 1}
     header = ["model", "variant"] + [f"{d} {r}{f' [{b}]' if (d, r) in several else ''} {label}"
                                      for d, r, b in settings for label in ("H@1", "MRR")]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     variants = sorted(wide.index, key=lambda idx: (idx[0], idx[1] != "full", idx[1]))
     for idx in variants:
         row = wide.loc[idx]
@@ -177,13 +185,13 @@ def ablation_table(runs: pd.DataFrame, protocol: str = "test") -> tuple[pd.DataF
             for metric in ("hits@1_mean", "mrr_mean"):
                 value = row.get((metric, d, r, b))
                 cells.append("-" if value is None or pd.isna(value) else f"{value:.4f}")
-        lines.append("| " + " | ".join(cells) + " |")
+        rows.append(cells)
     columns = table.drop_duplicates(["model", "dataset", "seed_ratio", "base"])[["model", "dataset", "seed_ratio",
                                                                                  "base"]]
     note = differences_note(columns, ["model", "dataset", "seed_ratio"], subset, id_column="base", ignore=ignore,
                             intro="Columns of one dataset and ratio with different [settings] are different "
                             "experiments (the full model and its variants agree in everything but the ablation):")
-    return table, "\n".join(lines) + (f"\n\n{note}" if note else "")
+    return table, markdown_table(header, rows) + (f"\n\n{note}" if note else "")
 
 
 def seed_quality_table(quality: pd.DataFrame) -> tuple[pd.DataFrame, str] | None:
@@ -193,10 +201,10 @@ def seed_quality_table(quality: pd.DataFrame) -> tuple[pd.DataFrame, str] | None
     values = [c for c in ("count", "precision", "coverage", "seconds") if c in quality]
     table = quality.groupby(["dataset", "seeds", "stage"], sort=False)[values].mean().reset_index()
     header = ["dataset", "seeds", "stage", *values]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for _, row in table.iterrows():
         cells = [str(row["dataset"]), str(row["seeds"]), str(row["stage"])]
         cells += [f"{row[v]:.0f}" if v == "count" else (f"{row[v]:.1f}" if v == "seconds" else f"{row[v]:.4f}")
                   for v in values]
-        lines.append("| " + " | ".join(cells) + " |")
-    return table, "\n".join(lines)
+        rows.append(cells)
+    return table, markdown_table(header, rows)

@@ -1,0 +1,361 @@
+"""The results page (``docs/results.md``): committed run summaries beside the published figures, generated.
+
+Every figure on the page comes from the runs' ``metrics.json`` / ``config.yaml`` / ``run_identity.json`` and from the
+published figures (:mod:`.published`); nothing is typed. The page holds
+
+* the grid: Hits@1 of every model on every pair of the published grid, in the grid's setting ("—" where no run is);
+* the main table, per setting: one row per model, dataset, seed ratio and run setting (repetitions pooled into
+  mean ± std, never runs of different settings), its published anchor and the difference, the best epoch, the
+  seconds per epoch and the peak memory;
+* other runs (variants: a run folder named ``<label>_<dataset>_r<ratio>_s<seed>`` whose label is not its model, e.g.
+  an investigation), each with what differs from the standard run of its cell;
+* the published figures with their sources, and every run with its own figures.
+
+Plots (PNG) are written into a folder named like the page (``docs/results/``), byte for byte reproducible.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+
+import pandas as pd
+
+from mmea_lightning.results.collect import IDENTITY, SETTING
+from mmea_lightning.results.published import Published, Setting, ratio_key
+from mmea_lightning.results.settings import setting_differences
+from mmea_lightning.results.tables import LABELS, aggregate, differences_note, markdown_table
+
+__all__ = ["PAGE_METRICS", "PagePlot", "grid_frame", "page_rows", "render_page", "run_label"]
+
+#: the metrics of the page's tables (under the chosen protocol)
+PAGE_METRICS: tuple[str, ...] = ("hits@1", "hits@10", "mrr")
+#: the metrics plotted over the grid
+PLOT_METRICS: tuple[str, ...] = ("hits@1", "mrr")
+MISSING = "—"
+LABEL = "label"
+STANDARD = "standard"
+SETTING_LABEL = "setting_label"
+#: the columns one page row is grouped by (plus the setting id: only repetitions are pooled)
+ROW_KEYS: tuple[str, ...] = (LABEL, "model", "dataset", "seed_ratio", "seeds", "surface", "images", "iterative")
+
+
+def run_label(run_dir: str | PurePath, model: str, dataset: str) -> str:
+    """The label of a run: the prefix of its folder name ``<label>_<dataset>_r<ratio>_s<seed>``; the model's name
+    when the folder is not named that way. A label other than the model marks a variant (e.g. ``mcleamc512``)."""
+    match = re.fullmatch(rf"(?P<label>.+)_{re.escape(str(dataset))}_r[0-9.]+_s\d+", PurePath(run_dir).name)
+    return match["label"] if match else str(model)
+
+
+def _with_labels(runs: pd.DataFrame) -> pd.DataFrame:
+    runs = runs.copy()
+    runs[LABEL] = [run_label(d, m, s) for d, m, s in zip(runs["run_dir"], runs["model"], runs["dataset"], strict=True)]
+    runs[STANDARD] = runs[LABEL] == runs["model"].astype(str)
+    runs["images"] = [Setting.of_run(row).images for _, row in runs.iterrows()]
+    runs[SETTING_LABEL] = [Setting.of_run(row).label for _, row in runs.iterrows()]
+    return runs
+
+
+def _setting(row: pd.Series) -> Setting:
+    return Setting(seeds=str(row["seeds"]), names=bool(row["surface"]), images=bool(row["images"]),
+                   iterative=bool(row["iterative"]))
+
+
+def _order(published: Published, dataset: str, ratio: float) -> int:
+    pair = (dataset, ratio_key(ratio))
+    return published.grid.index(pair) if pair in published.grid else len(published.grid)
+
+
+def page_rows(runs: pd.DataFrame, published: Published, protocol: str = "test") -> pd.DataFrame:
+    """One row per label, model, dataset, seed ratio and setting (the setting id included: runs are pooled only
+    when they are repetitions): ``<metric>_mean`` / ``_std`` for :data:`PAGE_METRICS`, ``n``, the mean seconds per
+    epoch and peak memory, ``best_epochs`` (per run, by seed), ``runs`` (folders, by seed), ``standard``,
+    ``setting_label`` and ``anchor`` (the published figure of the row's model, dataset, ratio and setting, when
+    ``protocol`` is the one the published figures use). Sorted by the grid's pair order, then dataset, ratio,
+    model, label and setting id."""
+    runs = _with_labels(runs)
+    keys = list(ROW_KEYS)
+    table = aggregate(runs, protocol, metrics=PAGE_METRICS, keys=keys)
+    grouped = runs.sort_values(["seed", "run_dir"], kind="stable").groupby(keys + [SETTING], sort=True,
+                                                                           dropna=False)
+    extras = grouped.agg(best_epochs=("best_epoch", lambda e: ", ".join(
+                             MISSING if pd.isna(v) else str(int(v)) for v in e)),
+                         runs=("run_dir", tuple), identity=(IDENTITY, "first")).reset_index()
+    table = table.merge(extras, on=keys + [SETTING], how="left", validate="one_to_one")
+    table[STANDARD] = table[LABEL] == table["model"].astype(str)
+    table[SETTING_LABEL] = [_setting(row).label for _, row in table.iterrows()]
+    use_anchors = protocol == published.protocol
+    table["anchor"] = [published.anchor(row["model"], row["dataset"], row["seed_ratio"], _setting(row))
+                       if use_anchors else None for _, row in table.iterrows()]
+    table["order"] = [_order(published, d, r) for d, r in zip(table["dataset"], table["seed_ratio"], strict=True)]
+    table = table.sort_values(["order", "dataset", "seed_ratio", "model", LABEL, SETTING], kind="stable")
+    return table.drop(columns="order").reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- cells
+
+
+def _fraction(value: float) -> str:
+    return f"{value:.3f}"
+
+
+def metric_cell(mean: float, std: float, n: int) -> str:
+    """``mean`` (3 decimals), with ``± std`` only when the row pools more than one run; "—" when missing."""
+    if pd.isna(mean):
+        return MISSING
+    return _fraction(mean) if n < 2 or pd.isna(std) else f"{_fraction(mean)} ± {_fraction(std)}"
+
+
+def anchor_cells(mean: float, anchor, metric: str) -> tuple[str, str]:
+    """The published figure and the difference ours − published (signed, 3 decimals), "—" where either is missing."""
+    published = None if anchor is None else anchor.metrics.get(metric)
+    if published is None:
+        return MISSING, MISSING
+    return _fraction(published), (MISSING if pd.isna(mean) else f"{mean - published:+.3f}")
+
+
+def _cost(value: float, digits: int) -> str:
+    return MISSING if value is None or pd.isna(value) else f"{value:.{digits}f}"
+
+
+def _row_cells(row: pd.Series) -> list[str]:
+    cells = [str(int(row["n"]))]
+    for metric in PAGE_METRICS:
+        mean = row[f"{metric}_mean"]
+        cells.append(metric_cell(mean, row[f"{metric}_std"], int(row["n"])))
+        cells.extend(anchor_cells(mean, row["anchor"], metric))
+    cells += [row["best_epochs"], _cost(row.get("seconds_per_epoch"), 2), _cost(row.get("peak_memory_mb"), 0)]
+    return cells
+
+
+def _metric_header() -> list[str]:
+    header = ["n"]
+    for metric in PAGE_METRICS:
+        label = LABELS[metric]
+        header += [label, f"pub. {label}", f"Δ {label}"]
+    return header + ["best epoch", "s/epoch", "peak MiB"]
+
+
+def _ratio(value: float) -> str:
+    return f"{float(value):g}"
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def main_tables(rows: pd.DataFrame, runs: pd.DataFrame, published: Published) -> str:
+    """The standard rows, one table per setting (the grid's setting first): model, dataset, ratio, the metrics beside
+    their anchors, best epoch and cost. Rows of one model, dataset and ratio with different setting ids get a
+    ``setting id`` column and a note saying what differs (they are never pooled)."""
+    standard = rows[rows[STANDARD]]
+    if standard.empty:
+        return "No standard runs."
+    settings = sorted({_setting(row) for _, row in standard.iterrows()},
+                      key=lambda s: (s != published.grid_setting, s))
+    parts = []
+    for setting in settings:
+        table = standard[standard[SETTING_LABEL] == setting.label]
+        cell = ["model", "dataset", "seed_ratio"]
+        clashes = table.groupby(cell, dropna=False)[SETTING].nunique().gt(1).any()
+        header = ["model", "dataset", "ratio"] + (["setting id"] if clashes else []) + _metric_header()
+        body = [[row["model"], row["dataset"], _ratio(row["seed_ratio"])]
+                + ([row[SETTING]] if clashes else []) + _row_cells(row) for _, row in table.iterrows()]
+        parts.append(f"### {setting.label}\n\n{markdown_table(header, body)}")
+        note = differences_note(table, cell, runs)
+        if note:
+            parts.append(note)
+    return "\n\n".join(parts)
+
+
+def grid_table(rows: pd.DataFrame, published: Published) -> str:
+    """Hits@1 (mean ± std) of every model with a standard run on a pair of the grid, in the grid's setting, one
+    column per pair, "—" for a missing cell; below them, published figures of systems without a run here. A cell
+    with runs of more than one setting lists each (``a / b``) and is marked ``*``."""
+    pairs = published.grid
+    ours = grid_frame(rows, published, "hits@1")
+    models = sorted(set(ours["model"]))
+    lines = []
+    for model in models:
+        cells = [model]
+        for dataset, ratio in pairs:
+            cell = ours[(ours["model"] == model) & (ours["dataset"] == dataset) & (ours["seed_ratio"] == ratio)]
+            values = [metric_cell(r["mean"], r["std"], int(r["n"])) for _, r in cell.iterrows()]
+            cells.append(" / ".join(values) + (" *" if len(values) > 1 else "") if values else MISSING)
+        lines.append(cells)
+    others = sorted({a.model for a in published.anchors
+                     if a.setting == published.grid_setting and (a.dataset, ratio_key(a.seed_ratio)) in pairs
+                     and a.model not in models and "hits@1" in a.metrics})
+    for model in others:
+        cells = [f"{model} (published)"]
+        for dataset, ratio in pairs:
+            anchor = published.anchor(model, dataset, ratio, published.grid_setting)
+            cells.append(_fraction(anchor.metrics["hits@1"]) if anchor and "hits@1" in anchor.metrics else MISSING)
+        lines.append(cells)
+    header = ["model"] + [f"{dataset} {_ratio(ratio)}" for dataset, ratio in pairs]
+    text = markdown_table(header, lines) if lines else "No run or published figure on the grid's pairs."
+    if any(" *" in cell for row in lines for cell in row):
+        text += "\n\n\\* runs of more than one setting (never pooled): see the main table's notes."
+    return text
+
+
+def grid_frame(rows: pd.DataFrame, published: Published, metric: str) -> pd.DataFrame:
+    """The standard rows on the grid's pairs in the grid's setting: ``model``, ``dataset``, ``seed_ratio``, ``mean``,
+    ``std``, ``n``, ``anchor`` (the published figure of ``metric`` or NaN), ``series`` (the model, with the setting
+    id when the model has rows of several settings on one pair), in the page's row order."""
+    columns = ["model", "dataset", "seed_ratio", "mean", "std", "n", "anchor", "series"]
+    records = []
+    for _, row in rows[rows[STANDARD]].iterrows():
+        if (row["dataset"], ratio_key(row["seed_ratio"])) not in published.grid:
+            continue
+        if _setting(row) != published.grid_setting:
+            continue
+        anchor = row["anchor"].metrics.get(metric) if row["anchor"] is not None else None
+        records.append({"model": row["model"], "dataset": row["dataset"], "seed_ratio": ratio_key(row["seed_ratio"]),
+                        "mean": row[f"{metric}_mean"], "std": row[f"{metric}_std"], "n": int(row["n"]),
+                        "anchor": float("nan") if anchor is None else anchor, SETTING: row[SETTING]})
+    frame = pd.DataFrame(records, columns=[*columns[:-1], SETTING])
+    clash = frame.groupby(["model", "dataset", "seed_ratio"])[SETTING].transform("nunique").gt(1)
+    clashing = set(frame.loc[clash, "model"])
+    frame["series"] = [f"{m} [{s}]" if m in clashing else m for m, s in zip(frame["model"], frame[SETTING],
+                                                                           strict=True)]
+    return frame
+
+
+def other_runs(rows: pd.DataFrame) -> str:
+    """The variants: label, model, dataset, ratio, setting and the metrics beside the anchors, then for each what
+    differs from the standard run(s) of its model, dataset, ratio and setting."""
+    others = rows[~rows[STANDARD]]
+    if others.empty:
+        return "None."
+    header = ["label", "model", "dataset", "ratio", "setting"] + _metric_header()
+    body = [[row[LABEL], row["model"], row["dataset"], _ratio(row["seed_ratio"]), row[SETTING_LABEL]]
+            + _row_cells(row) for _, row in others.iterrows()]
+    notes = []
+    standard = rows[rows[STANDARD]]
+    for _, row in others.iterrows():
+        same = standard[(standard["model"] == row["model"]) & (standard["dataset"] == row["dataset"])
+                        & (standard["seed_ratio"] == row["seed_ratio"])
+                        & (standard[SETTING_LABEL] == row[SETTING_LABEL])]
+        where = f"`{row[LABEL]}` ({row['model']}, {row['dataset']} {_ratio(row['seed_ratio'])}, setting {row[SETTING]})"
+        if same.empty:
+            notes.append(f"- {where}: no standard run of this model, dataset, ratio and setting to compare with.")
+        for _, base in same.iterrows():
+            known = isinstance(base["identity"], dict) and isinstance(row["identity"], dict)
+            differing = setting_differences([base["identity"], row["identity"]]) if known else []
+            what = "; ".join(differing) if differing else "settings unknown (no config.yaml / run_identity.json)"
+            notes.append(f"- {where} differs from the standard run (setting {base[SETTING]}; values: standard, "
+                         f"this) in: {what}")
+    return markdown_table(header, body) + "\n\n" + "\n".join(notes)
+
+
+def published_table(published: Published) -> str:
+    """Every published figure (file order) with its setting and source, then the sources."""
+    metrics = ("hits@1", "hits@5", "hits@10", "mrr")
+    header = ["model", "dataset", "ratio", "setting", *(LABELS[m] for m in metrics), "source", "line"]
+    body = [[a.model, a.dataset, _ratio(a.seed_ratio), a.setting.label,
+             *(_fraction(a.metrics[m]) if m in a.metrics else MISSING for m in metrics), a.source.key, a.line]
+            for a in published.anchors]
+    used = list(dict.fromkeys(a.source for a in published.anchors))
+    sources = "\n".join(f"- `{s.key}`: {s.title}. Where: {s.where}." for s in used)
+    return markdown_table(header, body) + "\n\nSources:\n\n" + sources
+
+
+def runs_table(runs: pd.DataFrame, protocol: str) -> str:
+    """Every run on its own, by folder: seeds, modalities, its metrics, best epoch, epochs, cost, setting id."""
+    header = ["run", "model", "dataset", "ratio", "seed", "split seed", "modalities",
+              *(LABELS[m] for m in PAGE_METRICS), "val MRR (best)", "best epoch", "epochs", "s/epoch", "peak MiB",
+              "setting id"]
+    body = []
+    for _, run in runs.sort_values("run_dir", kind="stable").iterrows():
+        folder = PurePath(run["run_dir"]).as_posix()
+        body.append([f"`{folder}`", run["model"], run["dataset"], _ratio(run["seed_ratio"]),
+                     _cost(run["seed"], 0), _cost(run["split_seed"], 0), str(run["modalities"]).replace(",", "+"),
+                     *(metric_cell(run.get(f"{protocol}/{m}"), 0.0, 1) for m in PAGE_METRICS),
+                     metric_cell(run.get("val/best_mrr"), 0.0, 1), _cost(run.get("best_epoch"), 0),
+                     _cost(run.get("epochs_run"), 0), _cost(run.get("seconds_per_epoch"), 2),
+                     _cost(run.get("peak_memory_mb"), 0), run[SETTING]])
+    return markdown_table(header, body)
+
+
+# --------------------------------------------------------------------------- the page
+
+
+@dataclass(frozen=True)
+class PagePlot:
+    """A plot of the page: the file name (in the page's plot folder), its caption and the data behind it."""
+
+    name: str
+    caption: str
+    metric: str
+    data: pd.DataFrame
+
+
+def page_plots(rows: pd.DataFrame, published: Published, protocol: str) -> list[PagePlot]:
+    """One bar plot per :data:`PLOT_METRICS` over the grid, when any standard run is on the grid."""
+    plots = []
+    for metric in PLOT_METRICS:
+        data = grid_frame(rows, published, metric)
+        if data.empty:
+            continue
+        label = LABELS[metric]
+        name = f"grid_{re.sub(r'[^a-z0-9]', '', metric)}.png"
+        caption = (f"{label} ({protocol}) per model and pair, {published.grid_setting.label}; error bars: std over "
+                   f"repeated runs; markers: published figures")
+        plots.append(PagePlot(name, caption, metric, data))
+    return plots
+
+
+def command_line(roots: Sequence[str | Path], published: str | Path, page: str | Path, protocol: str) -> str:
+    """The command that regenerates the page, as it was run."""
+    args = [*(str(r) for r in roots), "--published", str(published), "--markdown", str(page)]
+    if protocol != "test":
+        args += ["--protocol", protocol]
+    return "python -m mmea_lightning.report " + " ".join(shlex.quote(a) for a in args)
+
+
+def render_page(runs: pd.DataFrame, published: Published, *, command: str, roots: Sequence[str | Path],
+                plot_folder: str, plots: Sequence[PagePlot], protocol: str = "test") -> str:
+    """The Markdown of the page (see the module doc); ``plots`` are linked from ``plot_folder`` (relative to the
+    page)."""
+    rows = page_rows(runs, published, protocol)
+    where = ", ".join(f"`{PurePath(r).as_posix()}`" for r in roots)
+    anchors_note = ("" if protocol == published.protocol else
+                    f"\n\n**The published figures use protocol `{published.protocol}`, not `{protocol}`: no anchor is "
+                    "set beside these rows.**")
+    figures = {p.metric: f"![{p.caption}]({plot_folder}/{p.name})" for p in plots}
+    parts = [
+        f"<!-- Generated by `{command}`. Do not edit: tests/test_results_page.py checks that this page equals a "
+        "fresh regeneration. -->",
+        "# Results",
+        f"Generated from the {len(runs)} run summaries under {where} (`metrics.json`, `config.yaml`, "
+        f"`run_identity.json` of each run) and the published figures in `{PurePath(published.path).as_posix()}`, by\n\n"
+        f"    {command}\n\n"
+        "Do not edit this page by hand: add or change a run or a published figure and run the command again. The "
+        "commands behind the runs are in `results/README.md`.",
+        "How to read it:\n\n"
+        f"- Metrics: protocol `{protocol}`"
+        + (" (each test link's KG1 entity ranked against the test links' KG2 entities by cosine similarity, "
+           "tie-aware ranks, left to right)" if protocol == "test" else "")
+        + ", of the checkpoint each run was tested with.\n"
+        "- `mean ± std`: over the `n` runs of one setting (sample std; a single run shows its value). Runs are pooled "
+        "only when everything but `seed` / `split_seed` agrees (config and data files, `run_identity.json`).\n"
+        "- `pub.`: the published figure of the same model, dataset, seed ratio and setting "
+        f"(`{PurePath(published.path).as_posix()}`); `Δ` = ours − published.\n"
+        "- `best epoch`: the 0-based epoch of the best-validation checkpoint each run was tested with (per run, by "
+        "seed). `s/epoch` and `peak MiB`: means of `run.perf.seconds_per_epoch` and `run.perf.peak_memory_mb`; "
+        "`results/README.md` says how loaded the machine was.\n"
+        "- A run folder is named `<model>_<dataset>_r<ratio>_s<seed>`; a folder whose first part is not its model "
+        "(e.g. an investigation) is a variant, listed under \"Other runs\", never pooled with the standard runs."
+        + anchors_note,
+        f"## Grid: {LABELS['hits@1']}, {published.grid_setting.label}",
+        grid_table(rows, published),
+    ]
+    parts += [figures[m] for m in PLOT_METRICS if m in figures]
+    parts += ["## Main table", main_tables(rows, runs, published),
+              "## Other runs", other_runs(rows),
+              "## Published figures without images", published_table(published),
+              "## Every run", runs_table(runs, protocol)]
+    return "\n\n".join(parts) + "\n"
