@@ -35,11 +35,11 @@ from pathlib import Path
 
 from mmea_lightning.atomic_files import write_text_atomic
 from mmea_lightning.data.errors import DataFormatError
-from mmea_lightning.results.collect import IDENTITY, collect, seed_quality
+from mmea_lightning.results.collect import NESTED, collect, seed_quality
 from mmea_lightning.results.page import command_line, page_plots, page_rows, render_page
-from mmea_lightning.results.plots import grid_bars, plot_axes
+from mmea_lightning.results.plots import plot_axes
 from mmea_lightning.results.published import load_published
-from mmea_lightning.results.tables import LABELS, ablation_table, main_table, seed_quality_table
+from mmea_lightning.results.tables import ablation_table, main_table, seed_quality_table
 
 
 def build_page(roots: Sequence[str | Path], published: str | Path, page: str | Path, protocol: str = "test") -> dict:
@@ -48,16 +48,11 @@ def build_page(roots: Sequence[str | Path], published: str | Path, page: str | P
     page = Path(page)
     figures = load_published(published)
     runs = collect(roots)
-    rows = page_rows(runs, figures, protocol)
-    plots = page_plots(rows, figures, protocol)
+    plots = page_plots(page_rows(runs, figures, protocol), runs, figures, protocol)
     folder = page.with_suffix("")
-    written = []
     if plots:
         folder.mkdir(parents=True, exist_ok=True)
-    for plot in plots:
-        title = f"{LABELS[plot.metric]} ({protocol}), {figures.grid_setting.label}"
-        written.append(grid_bars(plot.data, figures.grid, f"{LABELS[plot.metric]} ({protocol})", title,
-                                 folder / plot.name))
+    written = [plot.draw(folder / plot.name) for plot in plots]
     text = render_page(runs, figures, command=command_line(roots, published, page, protocol), roots=roots,
                        plot_folder=folder.name, plots=plots, protocol=protocol)
     page.parent.mkdir(parents=True, exist_ok=True)
@@ -82,7 +77,7 @@ def build_report(roots: list[str | Path], out_dir: str | Path | None = None, pro
         return written
     out = Path(out_dir) if out_dir else Path(roots[0]) / "report"
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "runs.csv", runs.drop(columns=[IDENTITY], errors="ignore").to_csv(index=False))
+    write_text_atomic(out / "runs.csv", runs.drop(columns=list(NESTED), errors="ignore").to_csv(index=False))
     written["runs"] = out / "runs.csv"
     table, markdown = main_table(runs, protocol)
     write_text_atomic(out / "main_table.csv", table.to_csv(index=False))

@@ -221,3 +221,29 @@ def test_command_line_needs_published_and_reports_bad_files(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "results page:" in printed and "| 0.3000 |" in printed  # the tables are still printed
     assert not (tmp_path / "runs" / "report").exists()  # no report files without --out
+
+
+def test_validation_checks_of_a_probed_run(tmp_path):
+    """A run with ``run.test_probe`` gets a row (validation- vs test-selected check, the gain) and a curve; a run
+    without one gets neither."""
+    import json
+
+    probed = tmp_path / "runs" / "mclea_fbdb15k_r0.2_s1"
+    _write_run(probed, model="mclea", h1=0.4, mrr=0.5, data=DATA, tested_epoch=19)
+    _write_run(tmp_path / "runs" / "mclea_fbdb15k_r0.2_s2", model="mclea", seed=2, h1=0.41, data=DATA)
+    metrics = json.loads((probed / "metrics.json").read_text())
+    checks = [{"epoch": 9, "hits@1": 0.38, "mrr": 0.48, "val_mrr": 0.50},
+              {"epoch": 19, "hits@1": 0.40, "mrr": 0.50, "val_mrr": 0.55},
+              {"epoch": 29, "hits@1": 0.43, "mrr": 0.53, "val_mrr": 0.54}]
+    metrics["run"]["test_probe"] = {
+        "protocol": "standard", "checks": checks, "test_selected": {"by": "mrr", **checks[2]},
+        "validation_selected": checks[1], "test_selection_gain": {"hits@1": 0.03, "mrr": 0.03}}
+    (probed / "metrics.json").write_text(json.dumps(metrics))
+    page = _page(tmp_path, _published(tmp_path / "pub.yaml", _anchor()))
+    section = _section(page, "Validation checks")
+    row = _line(section, f"| `{probed.as_posix()}` |").split(" | ")
+    assert row[1:] == ["standard", "3", "19", "0.400", "0.500", "29", "0.430", "0.530", "+0.030", "+0.030 |"]
+    assert "_s2`" not in section and "never a result" in section
+    curves = sorted((tmp_path / "docs" / "results").glob("checks_*.png"))
+    assert len(curves) == 1 and curves[0].name.endswith("mclea_fbdb15k_r0.2_s1.png")
+    assert f"(results/{curves[0].name})" in section

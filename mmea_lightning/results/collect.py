@@ -21,6 +21,11 @@ METRICS: tuple[str, ...] = ("hits@1", "hits@5", "hits@10", "mrr", "mr")
 SETTING = "setting"
 #: the column with each run's full setting (:func:`~mmea_lightning.results.settings.run_setting`); not written to CSV
 IDENTITY = "identity"
+#: the column with a run's test probe record (``run.test_probe`` of ``metrics.json``: the validation MRR and the test
+#: metrics of every validation check, see :mod:`mmea_lightning.lightning.test_probe`) or ``None``; not written to CSV
+PROBE = "test_probe"
+#: columns that hold structures, not values
+NESTED: tuple[str, ...] = (IDENTITY, PROBE)
 
 #: report column -> config keys where a run may hold it (first present wins); aligners and seed generators that
 #: name a hyper-parameter differently add their key here
@@ -102,6 +107,7 @@ def load_run(run_dir: Path) -> dict:
     for column, keys in CONFIG_AXES.items():
         models = AXIS_MODELS.get(column)
         record[column] = _select(config, keys) if models is None or record["model"] in models else None
+    record[PROBE] = info.get("test_probe") if (info.get("test_probe") or {}).get("checks") else None
     setting = run_setting(run_dir, metrics, config)
     record[SETTING] = setting_id(setting)
     record[IDENTITY] = setting

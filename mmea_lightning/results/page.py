@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
 import pandas as pd
 
-from mmea_lightning.results.collect import IDENTITY, SETTING
+from mmea_lightning.results.collect import IDENTITY, PROBE, SETTING
+from mmea_lightning.results.plots import check_curves, grid_bars
 from mmea_lightning.results.published import Published, Setting, ratio_key
 from mmea_lightning.results.settings import setting_differences
 from mmea_lightning.results.tables import LABELS, aggregate, differences_note, markdown_table
@@ -285,27 +286,83 @@ def runs_table(runs: pd.DataFrame, protocol: str) -> str:
 
 @dataclass(frozen=True)
 class PagePlot:
-    """A plot of the page: the file name (in the page's plot folder), its caption and the data behind it."""
+    """A plot of the page: the file name (in the page's plot folder), its caption, the section it belongs to
+    (``grid`` or ``checks``), the data behind it and ``draw(path)``, which writes the PNG."""
 
     name: str
     caption: str
-    metric: str
+    section: str
     data: pd.DataFrame
+    draw: Callable[[Path], Path]
 
 
-def page_plots(rows: pd.DataFrame, published: Published, protocol: str) -> list[PagePlot]:
-    """One bar plot per :data:`PLOT_METRICS` over the grid, when any standard run is on the grid."""
+def _curve_name(run_dir: str) -> str:
+    return "checks_" + re.sub(r"[^A-Za-z0-9.-]+", "_", PurePath(run_dir).as_posix()).strip("_") + ".png"
+
+
+def page_plots(rows: pd.DataFrame, runs: pd.DataFrame, published: Published, protocol: str) -> list[PagePlot]:
+    """One bar plot per :data:`PLOT_METRICS` over the grid (when any standard run is on it), then one plot of the
+    validation checks per run that recorded them (``run.test_probe``), by folder."""
     plots = []
     for metric in PLOT_METRICS:
         data = grid_frame(rows, published, metric)
         if data.empty:
             continue
-        label = LABELS[metric]
-        name = f"grid_{re.sub(r'[^a-z0-9]', '', metric)}.png"
-        caption = (f"{label} ({protocol}) per model and pair, {published.grid_setting.label}; error bars: std over "
-                   f"repeated runs; markers: published figures")
-        plots.append(PagePlot(name, caption, metric, data))
+        label = f"{LABELS[metric]} ({protocol})"
+        caption = (f"{label} per model and pair, {published.grid_setting.label}; error bars: std over repeated runs; "
+                   "markers: published figures")
+
+        def draw(path: Path, data=data, label=label) -> Path:
+            return grid_bars(data, published.grid, label, f"{label}, {published.grid_setting.label}", path)
+
+        plots.append(PagePlot(f"grid_{re.sub(r'[^a-z0-9]', '', metric)}.png", caption, "grid", data, draw))
+    for _, run in _probed(runs).iterrows():
+        checks = pd.DataFrame(run[PROBE]["checks"])
+        tested = None if pd.isna(run.get("best_epoch")) else int(run["best_epoch"])
+        folder = PurePath(run["run_dir"]).as_posix()
+        caption = f"validation MRR and the probe's test MRR per check, {folder}"
+
+        def draw(path: Path, checks=checks, tested=tested, folder=folder) -> Path:
+            return check_curves(checks, tested, folder, path)
+
+        plots.append(PagePlot(_curve_name(run["run_dir"]), caption, "checks", checks, draw))
     return plots
+
+
+def _probed(runs: pd.DataFrame) -> pd.DataFrame:
+    if PROBE not in runs:
+        return runs.iloc[0:0]
+    return runs[runs[PROBE].notna()].sort_values("run_dir", kind="stable")
+
+
+def checks_table(runs: pd.DataFrame) -> str:
+    """Per run with a test probe: its protocol, number of checks, the validation-selected check (the tested one)
+    and the test-selected check with their Hits@1 and MRR, and the gain a test-based selection would show."""
+    probed = _probed(runs)
+    if probed.empty:
+        return ("No run holds a record of its validation checks (`metrics.json` keeps the best validation MRR only); "
+                "a run trained with `callbacks=with_test_probe` keeps every check under `run.test_probe`.")
+    header = ["run", "protocol", "checks", "val-selected epoch", "H@1", "MRR", "test-selected epoch", "H@1", "MRR",
+              "gain H@1", "gain MRR"]
+    body = []
+    for _, run in probed.iterrows():
+        probe = run[PROBE]
+        val, test, gain = (probe.get(k) or {} for k in ("validation_selected", "test_selected", "test_selection_gain"))
+
+        def cell(record: dict, key: str, signed: bool = False) -> str:
+            value = record.get(key)
+            if value is None or pd.isna(value):
+                return MISSING
+            return f"{value:+.3f}" if signed else (str(int(value)) if key == "epoch" else _fraction(value))
+
+        body.append([f"`{PurePath(run['run_dir']).as_posix()}`", probe.get("protocol", MISSING),
+                     len(probe["checks"]), cell(val, "epoch"), cell(val, "hits@1"), cell(val, "mrr"),
+                     cell(test, "epoch"), cell(test, "hits@1"), cell(test, "mrr"), cell(gain, "hits@1", True),
+                     cell(gain, "mrr", True)])
+    return ("Runs trained with `callbacks=with_test_probe` ranked the test links at every validation check "
+            "(`run.test_probe`). The tested checkpoint is always the validation-selected one; the test-selected "
+            "check only measures what selecting on test links, as some published code bases do, would add. It is "
+            "never a result.\n\n" + markdown_table(header, body))
 
 
 def command_line(roots: Sequence[str | Path], published: str | Path, page: str | Path, protocol: str) -> str:
@@ -325,7 +382,9 @@ def render_page(runs: pd.DataFrame, published: Published, *, command: str, roots
     anchors_note = ("" if protocol == published.protocol else
                     f"\n\n**The published figures use protocol `{published.protocol}`, not `{protocol}`: no anchor is "
                     "set beside these rows.**")
-    figures = {p.metric: f"![{p.caption}]({plot_folder}/{p.name})" for p in plots}
+    def figures(section: str) -> list[str]:
+        return [f"![{p.caption}]({plot_folder}/{p.name})" for p in plots if p.section == section]
+
     parts = [
         f"<!-- Generated by `{command}`. Do not edit: tests/test_results_page.py checks that this page equals a "
         "fresh regeneration. -->",
@@ -353,9 +412,10 @@ def render_page(runs: pd.DataFrame, published: Published, *, command: str, roots
         f"## Grid: {LABELS['hits@1']}, {published.grid_setting.label}",
         grid_table(rows, published),
     ]
-    parts += [figures[m] for m in PLOT_METRICS if m in figures]
+    parts += figures("grid")
     parts += ["## Main table", main_tables(rows, runs, published),
               "## Other runs", other_runs(rows),
               "## Published figures without images", published_table(published),
-              "## Every run", runs_table(runs, protocol)]
+              "## Every run", runs_table(runs, protocol),
+              "## Validation checks", checks_table(runs), *figures("checks")]
     return "\n\n".join(parts) + "\n"

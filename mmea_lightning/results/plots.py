@@ -109,3 +109,23 @@ def grid_bars(data: pd.DataFrame, pairs: Sequence[tuple[str, float]], ylabel: st
     fig.tight_layout()
     write_bytes_atomic(path, png_bytes(fig))
     return path
+
+
+def check_curves(checks: pd.DataFrame, tested_epoch: int | None, title: str, path: Path) -> Path:
+    """Validation MRR per validation check (``epoch``, ``val_mrr``), the probe's test MRR (``mrr``, dashed: a
+    diagnostic, never used for selection) and the tested epoch as a dotted line."""
+    checks = checks.sort_values("epoch", kind="stable")
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.plot(checks["epoch"], checks["val_mrr"], marker="o", markersize=3, label="validation MRR (selects)")
+    ax.plot(checks["epoch"], checks["mrr"], linestyle="--", marker="o", markersize=3,
+            label="test MRR (probe, diagnostic only)")
+    if tested_epoch is not None:
+        ax.axvline(tested_epoch, color="black", linestyle=":", label=f"tested checkpoint (epoch {tested_epoch})")
+    ax.set_xlabel("epoch (0-based)")
+    ax.set_ylabel("MRR")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    write_bytes_atomic(path, png_bytes(fig))
+    return path
