@@ -65,8 +65,12 @@ def _setting(row: pd.Series) -> Setting:
                    iterative=bool(row["iterative"]))
 
 
+def _known(ratio) -> bool:
+    return isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and not pd.isna(ratio)
+
+
 def _order(published: Published, dataset: str, ratio: float) -> int:
-    pair = (dataset, ratio_key(ratio))
+    pair = (dataset, ratio_key(ratio)) if _known(ratio) else None
     return published.grid.index(pair) if pair in published.grid else len(published.grid)
 
 
@@ -79,6 +83,8 @@ def page_rows(runs: pd.DataFrame, published: Published, protocol: str = "test") 
     model, label and setting id."""
     runs = _with_labels(runs)
     keys = list(ROW_KEYS)
+    for key in keys:  # as aggregate() groups them: a missing value is its own group "-"
+        runs[key] = runs[key].astype(object).where(runs[key].notna(), "-")
     table = aggregate(runs, protocol, metrics=PAGE_METRICS, keys=keys)
     grouped = runs.sort_values(["seed", "run_dir"], kind="stable").groupby(keys + [SETTING], sort=True,
                                                                            dropna=False)
@@ -90,10 +96,11 @@ def page_rows(runs: pd.DataFrame, published: Published, protocol: str = "test") 
     table[SETTING_LABEL] = [_setting(row).label for _, row in table.iterrows()]
     use_anchors = protocol == published.protocol
     table["anchor"] = [published.anchor(row["model"], row["dataset"], row["seed_ratio"], _setting(row))
-                       if use_anchors else None for _, row in table.iterrows()]
+                       if use_anchors and _known(row["seed_ratio"]) else None for _, row in table.iterrows()]
     table["order"] = [_order(published, d, r) for d, r in zip(table["dataset"], table["seed_ratio"], strict=True)]
-    table = table.sort_values(["order", "dataset", "seed_ratio", "model", LABEL, SETTING], kind="stable")
-    return table.drop(columns="order").reset_index(drop=True)
+    table["ratio_order"] = [float(r) if _known(r) else float("inf") for r in table["seed_ratio"]]
+    table = table.sort_values(["order", "dataset", "ratio_order", "model", LABEL, SETTING], kind="stable")
+    return table.drop(columns=["order", "ratio_order"]).reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------- cells
@@ -141,7 +148,7 @@ def _metric_header() -> list[str]:
 
 
 def _ratio(value: float) -> str:
-    return f"{float(value):g}"
+    return f"{float(value):g}" if _known(value) else str(value)
 
 
 # --------------------------------------------------------------------------- sections
@@ -209,7 +216,7 @@ def grid_frame(rows: pd.DataFrame, published: Published, metric: str) -> pd.Data
     columns = ["model", "dataset", "seed_ratio", "mean", "std", "n", "anchor", "series"]
     records = []
     for _, row in rows[rows[STANDARD]].iterrows():
-        if (row["dataset"], ratio_key(row["seed_ratio"])) not in published.grid:
+        if not _known(row["seed_ratio"]) or (row["dataset"], ratio_key(row["seed_ratio"])) not in published.grid:
             continue
         if _setting(row) != published.grid_setting:
             continue
