@@ -1,4 +1,7 @@
-"""Entity-alignment evaluation protocols on top of :func:`~mmea_lightning.eval.ranking.rank_targets`."""
+"""Entity-alignment evaluation protocols: every protocol's ranks from shared similarity blocks
+(:func:`~mmea_lightning.eval.shared_ranking.protocol_ranks`), or each protocol on its own with
+:func:`~mmea_lightning.eval.ranking.rank_targets` (``shared=False``: the reference the shared path is tested
+against)."""
 
 from __future__ import annotations
 
@@ -8,19 +11,11 @@ import torch
 from torch import Tensor
 
 from .ranking import rank_metrics, rank_targets
+from .shared_ranking import PROTOCOL_SPECS, protocol_ranks
 
 __all__ = ["PROTOCOLS", "evaluate_alignment"]
 
-#: protocol name -> (direction is right-to-left, candidates are the whole graph, use CSLS)
-_PROTOCOL_SPECS: dict[str, tuple[bool, bool, bool]] = {
-    "standard": (False, False, False),
-    "r2l": (True, False, False),
-    "all": (False, True, False),
-    "all_r2l": (True, True, False),
-    "csls": (False, False, True),
-    "csls_r2l": (True, False, True),
-}
-PROTOCOLS: tuple[str, ...] = tuple(_PROTOCOL_SPECS)
+PROTOCOLS: tuple[str, ...] = tuple(PROTOCOL_SPECS)
 
 
 def _check_ids(ids: Tensor, name: str, num_entities: int) -> Tensor:
@@ -71,6 +66,7 @@ def evaluate_alignment(
     csls_k: int = 3,
     ks: Sequence[int] = (1, 5, 10),
     chunk_size: int = 4096,
+    shared: bool = True,
 ) -> dict[str, float]:
     """Rank the gold counterpart of every linked entity under several protocols.
 
@@ -94,7 +90,10 @@ def evaluate_alignment(
         protocols: protocols to run, a subset of :data:`PROTOCOLS`.
         csls_k: CSLS neighbourhood size for the ``csls*`` protocols.
         ks: cut-offs for ``hits@k``.
-        chunk_size: number of queries scored at once.
+        chunk_size: at most this many queries scored at once.
+        shared: compute every similarity once and share it between the protocols and both directions
+            (:func:`~mmea_lightning.eval.shared_ranking.protocol_ranks`); ``False`` ranks each protocol on its own
+            with :func:`~mmea_lightning.eval.ranking.rank_targets` (same ranks, several times the work).
 
     Returns:
         ``{"{prefix}/hits@1": ..., "{prefix}/mrr": ..., "{prefix}_r2l/mr": ..., ...,
@@ -102,7 +101,7 @@ def evaluate_alignment(
     """
     if isinstance(protocols, str):
         protocols = (protocols,)
-    unknown = [p for p in protocols if p not in _PROTOCOL_SPECS]
+    unknown = [p for p in protocols if p not in PROTOCOL_SPECS]
     if unknown:
         raise ValueError(f"unknown evaluation protocol(s) {unknown}; valid protocols are {list(PROTOCOLS)}")
     if not isinstance(embeddings, Tensor) or embeddings.dim() != 2:
@@ -121,22 +120,28 @@ def evaluate_alignment(
     pos1 = _lookup(_positions(kg1_ids, num_entities, "kg1_ids"), left, "kg1_ids", "left (kg1)")
     pos2 = _lookup(_positions(kg2_ids, num_entities, "kg2_ids"), right, "kg2_ids", "right (kg2)")
 
+    if shared:
+        all_ranks = protocol_ranks(embeddings, links, kg1_ids, kg2_ids, protocols, csls_k=csls_k,
+                                   chunk_size=chunk_size)
+    else:
+        all_ranks = {name: _ranks_on_its_own(name, embeddings, left, right, kg1_ids, kg2_ids, pos1, pos2, csls_k,
+                                             chunk_size) for name in protocols}
     results: dict[str, float] = {}
     for name in protocols:
-        r2l, use_all, use_csls = _PROTOCOL_SPECS[name]
-        query_ids = right if r2l else left
-        if use_all:
-            candidate_ids, targets = (kg1_ids, pos1) if r2l else (kg2_ids, pos2)
-        else:
-            candidate_ids, targets = torch.unique(left if r2l else right, return_inverse=True)
-        ranks = rank_targets(
-            embeddings[query_ids],
-            embeddings[candidate_ids],
-            targets,
-            csls_k=csls_k if use_csls else 0,
-            chunk_size=chunk_size,
-        )
         key = prefix if name == "standard" else f"{prefix}_{name}"
-        results.update({f"{key}/{metric}": value for metric, value in rank_metrics(ranks, ks).items()})
+        results.update({f"{key}/{metric}": value for metric, value in rank_metrics(all_ranks[name], ks).items()})
     results[f"{prefix}/num_queries"] = float(links.size(0))
     return results
+
+
+def _ranks_on_its_own(name: str, embeddings: Tensor, left: Tensor, right: Tensor, kg1_ids: Tensor, kg2_ids: Tensor,
+                      pos1: Tensor, pos2: Tensor, csls_k: int, chunk_size: int):
+    """One protocol ranked with :func:`rank_targets` (its own similarity matrix)."""
+    spec = PROTOCOL_SPECS[name]
+    query_ids = right if spec.r2l else left
+    if spec.whole_graph:
+        candidate_ids, targets = (kg1_ids, pos1) if spec.r2l else (kg2_ids, pos2)
+    else:
+        candidate_ids, targets = torch.unique(left if spec.r2l else right, return_inverse=True)
+    return rank_targets(embeddings[query_ids], embeddings[candidate_ids], targets,
+                        csls_k=csls_k if spec.csls else 0, chunk_size=chunk_size)
