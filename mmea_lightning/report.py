@@ -2,7 +2,7 @@
 
     python -m mmea_lightning.report multirun/2026-11-21/12-50-15-872315 [more dirs ...] [--out DIR]
     python -m mmea_lightning.report results/anchors results/grid --published results/published.yaml \
-        --markdown docs/results.md
+        --markdown docs/results.md --seed-quality results/seeds
 
 Reads every ``metrics.json`` (with its ``config.yaml``) under the given directories and writes into ``--out``
 (default: ``<first dir>/report``):
@@ -24,7 +24,8 @@ The Markdown tables are also printed.
 With ``--markdown PAGE`` (and ``--published FILE``, the published figures: ``results/published.yaml``) it writes the
 results page instead (:mod:`mmea_lightning.results.page`): ``PAGE`` and its plots in a folder named like it
 (``docs/results.md`` -> ``docs/results/*.png``), generated from the runs alone, the same bytes on every run; the
-report files above are then written only when ``--out`` is given.
+report files above are then written only when ``--out`` is given. ``--seed-quality DIR`` adds the pseudo-seed quality
+table of the ``benchmarks/bench_seeds.py --json`` files in ``DIR``.
 """
 
 from __future__ import annotations
@@ -39,10 +40,12 @@ from mmea_lightning.results.collect import NESTED, collect, seed_quality
 from mmea_lightning.results.page import command_line, page_plots, page_rows, render_page
 from mmea_lightning.results.plots import plot_axes
 from mmea_lightning.results.published import load_published
+from mmea_lightning.results.seed_benchmarks import load_seed_benchmarks
 from mmea_lightning.results.tables import ablation_table, main_table, seed_quality_table
 
 
-def build_page(roots: Sequence[str | Path], published: str | Path, page: str | Path, protocol: str = "test") -> dict:
+def build_page(roots: Sequence[str | Path], published: str | Path, page: str | Path, protocol: str = "test",
+               seed_folder: str | Path | None = None) -> dict:
     """Write the results page ``page`` and its plots (in ``<page without suffix>/``) from the runs under ``roots``
     and the published figures in ``published``; returns ``{"page": path, "plots": [paths], "num_runs": n}``."""
     page = Path(page)
@@ -53,8 +56,10 @@ def build_page(roots: Sequence[str | Path], published: str | Path, page: str | P
     if plots:
         folder.mkdir(parents=True, exist_ok=True)
     written = [plot.draw(folder / plot.name) for plot in plots]
-    text = render_page(runs, figures, command=command_line(roots, published, page, protocol), roots=roots,
-                       plot_folder=folder.name, plots=plots, protocol=protocol)
+    seed_rows = load_seed_benchmarks(seed_folder) if seed_folder is not None else None
+    text = render_page(runs, figures, command=command_line(roots, published, page, protocol, seed_folder),
+                       roots=roots, plot_folder=folder.name, plots=plots, protocol=protocol, seed_rows=seed_rows,
+                       seed_folder=seed_folder)
     page.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(page, text)
     return {"page": page, "plots": written, "num_runs": len(runs)}
@@ -109,11 +114,15 @@ def main(argv: list[str] | None = None) -> None:
                         "needs --published; the report files are then written only with --out")
     parser.add_argument("--published", default=None, metavar="FILE",
                         help="the published figures set beside the runs on the page (results/published.yaml)")
+    parser.add_argument("--seed-quality", default=None, metavar="DIR",
+                        help="with --markdown: add the pseudo-seed quality table from the bench_seeds.py --json files "
+                        "in DIR (results/seeds)")
     args = parser.parse_args(argv)
     if args.markdown and not args.published:
         parser.error("--markdown needs --published (the published figures, e.g. results/published.yaml)")
     try:
-        page = build_page(args.dirs, args.published, args.markdown, args.protocol) if args.markdown else None
+        page = (build_page(args.dirs, args.published, args.markdown, args.protocol, args.seed_quality)
+                if args.markdown else None)
         written = build_report(args.dirs, args.out, args.protocol, write=args.out is not None or page is None)
     except (FileNotFoundError, KeyError, DataFormatError) as err:
         parser.error(str(err))

@@ -20,13 +20,15 @@ ROOT = Path(__file__).resolve().parents[1]
 ROOTS = ("results/anchors", "results/grid")
 PUBLISHED = "results/published.yaml"
 PAGE = "docs/results.md"
-COMMAND = f"python -m mmea_lightning.report {' '.join(ROOTS)} --published {PUBLISHED} --markdown {PAGE}"
+SEEDS = "results/seeds"
+COMMAND = (f"python -m mmea_lightning.report {' '.join(ROOTS)} --published {PUBLISHED} --markdown {PAGE} "
+           f"--seed-quality {SEEDS}")
 
 
 def test_committed_page_equals_its_regeneration(tmp_path, monkeypatch):
     """The committed summaries and published figures, copied into an empty directory, regenerate the committed page
     and every committed plot byte for byte (and no plot that is not committed)."""
-    for source in (*ROOTS, PUBLISHED):
+    for source in (*ROOTS, PUBLISHED, SEEDS):
         target = tmp_path / source
         target.parent.mkdir(parents=True, exist_ok=True)
         if (ROOT / source).is_dir():
@@ -34,7 +36,7 @@ def test_committed_page_equals_its_regeneration(tmp_path, monkeypatch):
         else:
             shutil.copy(ROOT / source, target)
     monkeypatch.chdir(tmp_path)
-    main([*ROOTS, "--published", PUBLISHED, "--markdown", PAGE])
+    main([*ROOTS, "--published", PUBLISHED, "--markdown", PAGE, "--seed-quality", SEEDS])
     fresh, committed = tmp_path / PAGE, ROOT / PAGE
     assert fresh.read_text(encoding="utf-8") == committed.read_text(encoding="utf-8"), \
         f"docs/results.md is stale: regenerate it with `{COMMAND}`"
@@ -247,3 +249,21 @@ def test_validation_checks_of_a_probed_run(tmp_path):
     curves = sorted((tmp_path / "docs" / "results").glob("checks_*.png"))
     assert len(curves) == 1 and curves[0].name.endswith("mclea_fbdb15k_r0.2_s1.png")
     assert f"(results/{curves[0].name})" in section
+
+
+def test_seed_quality_rows_are_tabled_and_bad_files_named(tmp_path):
+    from mmea_lightning.results.seed_benchmarks import load_seed_benchmarks, seed_benchmark_table
+
+    (tmp_path / "a.json").write_text('[{"dataset": "d", "generator": "psqe", "surface": true, "stage": "stage1", '
+                                     '"count": 1000, "precision": 0.5, "correct": 500, "coverage": 0.1, '
+                                     '"seconds": 12.4, "info": {"raw_weights": {"name_sbert": 0.9, "attribute": 0.1}}},'
+                                     ' {"dataset": "d", "generator": "pivot", "stage": "-", "error": "no modality"}]')
+    rows = load_seed_benchmarks(tmp_path)
+    assert seed_benchmark_table(rows) == [["d", "psqe", "yes", "stage1", "1,000", "0.500", "500", "0.100", "12",
+                                           "name_sbert 0.900, attribute 0.100"]]
+    (tmp_path / "b.json").write_text('[{"dataset": "d"}]')
+    with pytest.raises(DataFormatError, match="b.json.*lacks"):
+        load_seed_benchmarks(tmp_path)
+    (tmp_path / "b.json").write_text('{"dataset": ')
+    with pytest.raises(DataFormatError, match="b.json, line 1"):
+        load_seed_benchmarks(tmp_path)

@@ -27,6 +27,7 @@ import pandas as pd
 from mmea_lightning.results.collect import IDENTITY, PROBE, SETTING
 from mmea_lightning.results.plots import check_curves, grid_bars
 from mmea_lightning.results.published import Published, Setting, ratio_key
+from mmea_lightning.results.seed_benchmarks import seed_benchmark_table
 from mmea_lightning.results.settings import setting_differences
 from mmea_lightning.results.tables import LABELS, aggregate, differences_note, markdown_table
 
@@ -372,16 +373,32 @@ def checks_table(runs: pd.DataFrame) -> str:
             "never a result.\n\n" + markdown_table(header, body))
 
 
-def command_line(roots: Sequence[str | Path], published: str | Path, page: str | Path, protocol: str) -> str:
+def command_line(roots: Sequence[str | Path], published: str | Path, page: str | Path, protocol: str,
+                 seed_folder: str | Path | None = None) -> str:
     """The command that regenerates the page, as it was run."""
     args = [*(str(r) for r in roots), "--published", str(published), "--markdown", str(page)]
+    if seed_folder is not None:
+        args += ["--seed-quality", str(seed_folder)]
     if protocol != "test":
         args += ["--protocol", protocol]
     return "python -m mmea_lightning.report " + " ".join(shlex.quote(a) for a in args)
 
 
+def seed_quality_section(rows: Sequence[dict], folder: str | Path) -> str:
+    """The pseudo-seed quality table (rows of :func:`~mmea_lightning.results.seed_benchmarks.load_seed_benchmarks`)."""
+    header = ["dataset", "generator", "surface", "stage", "seeds", "precision", "correct", "coverage", "seconds",
+              "similarity from (weights)"]
+    return (f"Measured by `benchmarks/bench_seeds.py --json` (files in `{PurePath(folder).as_posix()}`, commands in "
+            "`results/README.md`). Precision: the share of seeds that are gold links (the gold links are read only "
+            "to score the seeds, never to make them); coverage: the graph coverage of PSQE's Eq. 11; seconds: wall "
+            "time of the stage on the machine `results/README.md` describes. Every stage includes the previous "
+            "ones' seeds. Similarity from: the raw features (and their weights) PSQE's Stage I and rechecks and the "
+            "pivots compare; Stage II adds its trained model.\n\n" + markdown_table(header, seed_benchmark_table(rows)))
+
+
 def render_page(runs: pd.DataFrame, published: Published, *, command: str, roots: Sequence[str | Path],
-                plot_folder: str, plots: Sequence[PagePlot], protocol: str = "test") -> str:
+                plot_folder: str, plots: Sequence[PagePlot], protocol: str = "test",
+                seed_rows: Sequence[dict] | None = None, seed_folder: str | Path | None = None) -> str:
     """The Markdown of the page (see the module doc); ``plots`` are linked from ``plot_folder`` (relative to the
     page)."""
     rows = page_rows(runs, published, protocol)
@@ -425,4 +442,6 @@ def render_page(runs: pd.DataFrame, published: Published, *, command: str, roots
               "## Published figures without images", published_table(published),
               "## Every run", runs_table(runs, protocol),
               "## Validation checks", checks_table(runs), *figures("checks")]
+    if seed_rows is not None:
+        parts += ["## Pseudo-seed quality", seed_quality_section(seed_rows, seed_folder or "")]
     return "\n\n".join(parts) + "\n"
