@@ -56,8 +56,12 @@ def flatten_config(node: Any, prefix: str, out: dict[str, Any]) -> None:
         out[prefix] = node
 
 
-def _excluded(key: str) -> bool:
+def is_non_result_key(key: str) -> bool:
+    """``key`` (dotted) is or lies below one of :data:`NON_RESULT_KEYS`."""
     return any(key == k or key.startswith(k + ".") for k in NON_RESULT_KEYS)
+
+
+_excluded = is_non_result_key
 
 
 def run_identity(cfg: DictConfig, data: dict[str, str]) -> dict:

@@ -165,3 +165,28 @@ def test_ablation_compares_variants_only_with_the_full_model_of_the_same_setting
     text = (tmp_path / "out" / "ablation_table.md").read_text()
     assert "| mpsea | full | 0.4600 |" in text and "| mpsea | wo_oc | 0.4100 |" in text
     assert "0.0500" not in text and "0.3167" not in text  # the 3-epoch run is no part of the comparison
+
+
+def test_settings_recorded_by_older_code_compare_equal_to_current_ones(tmp_path):
+    """A run recorded before a class moved (old ``_target_``) or before a key was known to be result-free (e.g. the
+    last-checkpoint callback) has the same setting as the same run recorded now; a real difference still shows."""
+    import json as _json
+
+    from omegaconf import OmegaConf
+
+    from mmea_lightning.results.settings import run_setting, setting_id
+
+    def setting(folder: str, settings: dict) -> dict:
+        run_dir = tmp_path / folder
+        run_dir.mkdir()
+        (run_dir / "run_identity.json").write_text(_json.dumps({"version": 1, "settings": settings, "data": {}}))
+        return run_setting(run_dir, {"run": {"modalities_used": ["structure"]}}, OmegaConf.create({}))
+
+    old = setting("old", {"data._target_": "mmea_lightning.data.datamodule.AlignmentDataModule", "seed": 1,
+                          "callbacks.last_checkpoint.every_n_epochs": 10, "model.lr": 0.1})
+    new = setting("new", {"data._target_": "mmea_lightning.lightning.datamodule.AlignmentDataModule", "seed": 2,
+                          "model.lr": 0.1})
+    other = setting("other", {"data._target_": "mmea_lightning.lightning.datamodule.AlignmentDataModule",
+                              "model.lr": 0.2})
+    assert setting_id(old) == setting_id(new)
+    assert setting_id(other) != setting_id(new)

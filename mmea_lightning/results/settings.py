@@ -20,7 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from mmea_lightning.run_identity import IDENTITY_FILE, NON_RESULT_KEYS, flatten_config, run_identity
+from mmea_lightning.run_identity import IDENTITY_FILE, NON_RESULT_KEYS, flatten_config, is_non_result_key, run_identity
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,12 @@ __all__ = ["REPETITION_KEYS", "ablation_keys", "run_setting", "setting_differenc
 #: module receives it)
 REPETITION_KEYS: tuple[str, ...] = ("seed", "split_seed", "data.split_seed")
 MODALITIES = "modalities used"
+
+#: ``_target_`` values of classes that moved without changing what they compute (old path -> current path), so a
+#: run recorded before the move is compared with one recorded after it as the same setting
+MOVED_TARGETS: dict[str, str] = {
+    "mmea_lightning.data.datamodule.AlignmentDataModule": "mmea_lightning.lightning.datamodule.AlignmentDataModule",
+}
 
 
 def run_setting(run_dir: Path, metrics: dict, config: DictConfig) -> dict:
@@ -48,7 +54,10 @@ def run_setting(run_dir: Path, metrics: dict, config: DictConfig) -> dict:
             log.warning("%s is unreadable (%s): the run's setting is taken from config.yaml", path, err)
     if not isinstance(identity, dict) or not isinstance(identity.get("settings"), dict):
         identity = _identity_from_config(config, info.get("data_fingerprint") or {})
-    settings = {key: value for key, value in identity["settings"].items() if key not in REPETITION_KEYS}
+    # keys the current code knows cannot change a result are left out of identities recorded before it knew
+    settings = {key: MOVED_TARGETS.get(value, value) if isinstance(value, str) else value
+                for key, value in identity["settings"].items()
+                if key not in REPETITION_KEYS and not is_non_result_key(key)}
     return {"settings": settings, "data": dict(identity.get("data") or {}),
             "modalities": list(info.get("modalities_used") or [])}
 
