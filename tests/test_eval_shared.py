@@ -1,8 +1,8 @@
 """The shared evaluation (``mmea_lightning/eval/shared_ranking.py``) ranks exactly as every protocol ranked on its own
 with ``rank_targets`` (``evaluate_alignment(shared=False)``), on embeddings full of exact ties, duplicate and
-scaled vectors, in every code path: both directions from one block (one-to-one links, distinct kg1 vectors), each
-direction on its own (shared entities, duplicate kg1 vectors), the standard block recomputed instead of kept, several
-blocks and grouped top-k; and the module computes the embeddings once per evaluation."""
+scaled vectors, in every code path: both directions from one block (one-to-one links, with and without identical
+kg1 vectors inside and outside the links), each direction on its own (entities in several links; no room to keep
+the block), several blocks and grouped top-k; and the module computes the embeddings once per evaluation."""
 
 from __future__ import annotations
 
@@ -35,14 +35,13 @@ def _tied_vectors(gen: torch.Generator, n: int, dim: int) -> torch.Tensor:
 
 
 def _tied_pair(seed: int, layout: str, n1: int = 70, n2: int = 90, num_links: int = 50, dim: int = 10):
-    """``(embeddings, links, kg1_ids, kg2_ids)``; kg1 = ids [0, n1), kg2 = [n1, n1 + n2), interleaved in the
-    embedding table order given by a permutation (ids are not contiguous per graph). kg2 holds exact duplicates
-    (``2 v``, ``4 v``: identical after normalisation) and near duplicates (``3 v``: ties within the tolerance)."""
+    """``(embeddings, links, kg1_ids, kg2_ids)``; kg1 and kg2 ids interleaved in the embedding table (a random
+    permutation). kg2 holds exact duplicates (``2 v``, ``4 v``: identical after normalisation) and near duplicates
+    (``3 v``: ties within the tolerance). ``kg1_duplicates``: linked kg1 entities with identical vectors, and kg1
+    entities outside the links identical to linked ones; ``shared_entities``: entities in several links."""
     gen = torch.Generator().manual_seed(seed)
     x1, x2 = _tied_vectors(gen, n1, dim), _tied_vectors(gen, n2, dim)
     x2[:8] = x2[8:16] * torch.tensor([2.0, 4.0, 3.0, 2.0, 4.0, 3.0, 2.0, 1.0])[:, None]
-    if layout == "kg1_duplicates":
-        x1[:3] = x1[3:6] * 2  # identical kg1 vectors (linked and not)
     perm = torch.randperm(n1 + n2, generator=gen)  # global id -> row
     embeddings = torch.empty(n1 + n2, dim)
     embeddings[perm] = torch.cat([x1, x2])
@@ -56,6 +55,11 @@ def _tied_pair(seed: int, layout: str, n1: int = 70, n2: int = 90, num_links: in
         left = kg1_ids[torch.randperm(n1, generator=gen)[:num_links]]
         right = kg2_ids[torch.randperm(n2, generator=gen)[:num_links]]
         links = torch.stack([left, right], 1)
+    if layout == "kg1_duplicates":
+        outside = kg1_ids[~torch.isin(kg1_ids, left)]
+        embeddings[left[[7, 20, 33]]] = embeddings[left[[2, 20, 2]]] * torch.tensor([[2.0], [1.0], [4.0]])
+        embeddings[outside[:3]] = embeddings[left[[2, 5, 5]]] * torch.tensor([[1.0], [2.0], [2.0]])
+        embeddings[outside[3]] = embeddings[outside[4]]
     return embeddings, links, kg1_ids, kg2_ids
 
 
@@ -107,7 +111,7 @@ def test_shared_ranks_equal_each_protocol_on_its_own(layout, seed, csls_k, block
         request.getfixturevalue("small_blocks")
     embeddings, links, kg1_ids, kg2_ids = _tied_pair(seed, layout)
     ranks = protocol_ranks(embeddings, links, kg1_ids, kg2_ids, PROTOCOLS, csls_k=csls_k)
-    assert paths == (["both_ways"] if layout == "one_to_one" else ["direction", "direction"])
+    assert paths == (["direction", "direction"] if layout == "shared_entities" else ["both_ways"])
     ties = 0
     for name in PROTOCOLS:
         expected = _reference_ranks(embeddings, links, kg1_ids, kg2_ids, name, csls_k)
@@ -188,6 +192,57 @@ def test_grouped_topk_is_exact_with_ties(width, k, monkeypatch):
             running.add(rows, x[rows])
         expected = x.topk(min(k, x.size(0)), dim=0).values.t()
         assert torch.equal(top._col_topk(), expected) and torch.equal(running._col_topk(), expected)
+
+
+def test_copies_finds_every_repeated_row():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 6, generator=gen)
+    assert shared._copies(x) is None
+    x[[5, 9, 30]] = x[[2, 2, 7]]
+    x[11] = -0.0 * x[11]  # -0.0 and 0.0 are equal
+    x[12] = 0.0 * x[11]
+    copies, originals = shared._copies(x)
+    assert copies.tolist() == [5, 9, 12, 30] and originals.tolist() == [2, 2, 11, 7]
+
+
+def test_identical_candidates_get_bitwise_identical_scores():
+    gen = torch.Generator().manual_seed(1)
+    linked, rest = torch.randn(30, 16, generator=gen), torch.randn(25, 16, generator=gen)
+    linked[[4, 17]] = linked[[3, 3]]
+    rest[[0, 9]] = torch.stack([linked[3], rest[2]])
+    candidates = shared._Candidates(linked, rest)
+    queries = torch.randn(50, 16, generator=gen)
+    std, other = candidates.scores(queries, torch.empty(50, 30), torch.empty(50, 25))
+    assert torch.equal(std[:, 4], std[:, 3]) and torch.equal(std[:, 17], std[:, 3])
+    assert torch.equal(other[:, 0], std[:, 3]) and torch.equal(other[:, 9], other[:, 2])
+    assert torch.allclose(torch.cat([std, other], 1), queries @ torch.cat([linked, rest]).t(), atol=1e-5)
+
+
+def test_bit_exact_comparison_matches_rank_targets():
+    """``tie_tolerance=0`` on vectors whose cosines are exact in float32 (entries +-1, 1 or 4 of them: unit or
+    power-of-two norms): every path compares the very same floats."""
+    gen = torch.Generator().manual_seed(2)
+    n1, n2, num_links, dim = 60, 70, 40, 8
+    x = torch.zeros(n1 + n2, dim)
+    for i in range(n1 + n2):
+        nnz = [1, 4][int(torch.randint(2, (1,), generator=gen))]
+        x[i, torch.randperm(dim, generator=gen)[:nnz]] = torch.randint(0, 2, (nnz,), generator=gen).float() * 2 - 1
+    kg1_ids, kg2_ids = torch.arange(n1), torch.arange(n1, n1 + n2)
+    links = torch.stack([torch.randperm(n1, generator=gen)[:num_links],
+                         n1 + torch.randperm(n2, generator=gen)[:num_links]], 1)
+    ranks = protocol_ranks(x, links, kg1_ids, kg2_ids, PROTOCOLS, tie_tolerance=0.0)
+    for name in PROTOCOLS:
+        r2l = name in ("r2l", "all_r2l", "csls_r2l")
+        queries = links[:, 1] if r2l else links[:, 0]
+        graph, gold = (kg1_ids, links[:, 0]) if r2l else (kg2_ids, links[:, 1])
+        if name.startswith("all"):
+            candidates, targets = graph, gold - graph[0]
+        else:
+            candidates, targets = torch.unique(gold, return_inverse=True)
+        expected = rank_targets(x[queries], x[candidates], targets, tie_tolerance=0.0,
+                                csls_k=3 if name.startswith("csls") else 0)
+        assert torch.equal(ranks[name].optimistic, expected.optimistic), name
+        assert torch.equal(ranks[name].pessimistic, expected.pessimistic), name
 
 
 def test_thresholds_count_both_ranks_in_one_comparison():

@@ -25,8 +25,9 @@ right-to-left direction is ranked on its own), plus working blocks of about ``BL
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -69,47 +70,66 @@ _EXACT_FLOAT32_COUNT = 1 << 24
 _GROUP = 64
 
 
-def _duplicates(x: Tensor) -> tuple[Tensor, Tensor] | None:
-    """``(unique rows, inverse)`` of ``x (n, d)`` float32 if two of its rows are equal, else ``None``.
+def _copies(x: Tensor) -> tuple[Tensor, Tensor] | None:
+    """The rows of ``x (n, d)`` float32 equal to an earlier row and, for each, the first row equal to it (``(c,)``
+    long each, by row); ``None`` when all rows are distinct.
 
-    An integer hash of every row's bits (``-0.0`` read as ``0.0``, as ``torch.unique`` compares) screens in ``O(n d)``;
-    only when two hashes collide does :func:`torch.unique` decide."""
+    An integer hash of every row's bits (``-0.0`` read as ``0.0``: equal as ``torch.unique`` compares) screens in
+    ``O(n d)``; only rows whose hashes collide are compared (:func:`torch.unique` on those rows)."""
     if x.size(0) < 2:
         return None
     bits = (x.contiguous() + 0.0).view(torch.int32).to(torch.int64)
     weights = torch.randint(1, 1 << 16, (x.size(1),), generator=torch.Generator().manual_seed(0))
-    hashes = (bits * weights.to(x.device)).sum(dim=1).sort().values  # |bits * w| < 2^47: no overflow
-    if not bool((hashes[1:] == hashes[:-1]).any()):
+    hashes = (bits * weights.to(x.device)).sum(dim=1)  # |bits * w| < 2^47: no overflow
+    _, hash_inverse, hash_counts = torch.unique(hashes, return_inverse=True, return_counts=True)
+    suspects = (hash_counts[hash_inverse] > 1).nonzero()[:, 0]  # by row
+    if suspects.numel() == 0:
         return None
-    unique, inverse = torch.unique(x, dim=0, return_inverse=True)
-    return (unique, inverse) if unique.size(0) < x.size(0) else None
+    _, inverse = torch.unique(x[suspects], dim=0, return_inverse=True)
+    first = torch.full((int(inverse.max()) + 1,), suspects.numel(), device=x.device)
+    first = first.scatter_reduce(0, inverse, torch.arange(suspects.numel(), device=x.device), "amin")
+    originals = suspects[first[inverse]]
+    copy = originals != suspects
+    if not bool(copy.any()):
+        return None
+    return suspects[copy], originals[copy]
 
 
 class _Candidates:
-    """One direction's candidates: the linked ones, then (for the whole-graph protocol) the rest of the graph.
+    """One direction's candidates: the linked ones (``U``), then (for the whole-graph protocol) the rest (``R``).
 
-    Distinct vectors are scored once and their scores copied to every duplicate, so identical candidates tie
-    exactly (a matrix product does not promise bitwise-equal dot products for equal columns)."""
+    A candidate vector equal to an earlier one gets that one's scores, copied after the matrix product, so identical
+    candidates tie exactly (a matrix product does not promise bitwise-equal dot products for equal columns)."""
 
     def __init__(self, linked: Tensor, rest: Tensor | None):
         self.linked = linked
         self.rest = rest if rest is not None and rest.size(0) else None
         self.num_linked = linked.size(0)
         self.num = self.num_linked + (0 if self.rest is None else self.rest.size(0))
-        vectors = linked if self.rest is None else torch.cat([linked, self.rest])
-        self.duplicates = _duplicates(vectors)
+        copies = _copies(linked if self.rest is None else torch.cat([linked, self.rest]))
+        if copies is None:
+            self.linked_copies = self.rest_copies = None
+        else:  # the first copy of a vector comes first: a linked copy's original is linked too
+            in_rest = copies[0] >= self.num_linked
+            self.linked_copies = (copies[0][~in_rest], copies[1][~in_rest])
+            self.rest_copies = (copies[0][in_rest] - self.num_linked, copies[1][in_rest])
 
-    def scores(self, queries: Tensor, linked_out: Tensor, rest_out: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    def scores(self, queries: Tensor, linked_out: Tensor, rest_out: Tensor | None,
+               before_rest: Callable[[Tensor], None] | None = None) -> tuple[Tensor, Tensor | None]:
         """Cosines of ``queries (b, d)`` with the linked candidates ``(b, U)`` and with the rest ``(b, R)`` (``None``
-        without a rest), written into the given tensors."""
-        if self.duplicates is None:
-            linked = torch.mm(queries, self.linked.t(), out=linked_out)
-            rest = None if self.rest is None else torch.mm(queries, self.rest.t(), out=rest_out)
-            return linked, rest
-        unique, inverse = self.duplicates
-        scores = queries @ unique.t()
-        linked = torch.index_select(scores, 1, inverse[: self.num_linked], out=linked_out)
-        rest = None if self.rest is None else torch.index_select(scores, 1, inverse[self.num_linked :], out=rest_out)
+        without a rest), written into the given tensors; ``before_rest(linked)`` may change the linked scores
+        before the rest's copies of linked candidates are taken from them."""
+        linked = torch.mm(queries, self.linked.t(), out=linked_out)
+        rest = None if self.rest is None else torch.mm(queries, self.rest.t(), out=rest_out)
+        if self.linked_copies is not None and self.linked_copies[0].numel():
+            linked[:, self.linked_copies[0]] = linked[:, self.linked_copies[1]]
+        if before_rest is not None:
+            before_rest(linked)
+        if rest is not None and self.rest_copies is not None and self.rest_copies[0].numel():
+            copies, originals = self.rest_copies
+            from_linked = originals < self.num_linked
+            rest[:, copies[from_linked]] = linked[:, originals[from_linked]]
+            rest[:, copies[~from_linked]] = rest[:, originals[~from_linked] - self.num_linked]
         return linked, rest
 
 
@@ -292,19 +312,43 @@ def _rank_direction(direction: _Direction, *, linked: bool, whole: bool, csls_k:
     return out
 
 
-def _rank_both_ways(l2r: _Direction, r2l_rest: Tensor | None, *, want: dict[str, bool], csls_k: int, tol: float,
-                    chunk_size: int) -> dict[str, RankResult]:
+def _copy_rows(block: Tensor, *, stored: Tensor, rows: slice, copies: tuple[Tensor, Tensor]) -> None:
+    """Rows of ``block`` (rows ``rows`` of ``stored``) whose vector equals an earlier row's take that row's scores
+    (from ``stored``: an original comes first, so it is in an earlier block or in this one)."""
+    here = (copies[0] >= rows.start) & (copies[0] < rows.stop)
+    if bool(here.any()):
+        block[copies[0][here] - rows.start] = stored[copies[1][here]]
+
+
+def _attach_rest(left: Tensor, rest: Tensor) -> tuple[Tensor, Tensor]:
+    """kg1 entities outside the links whose vector equals a linked kg1 vector score as that link's row of ``S`` does:
+    they are counted with that row (its weight) instead of in the rest block, which a different matrix product
+    scores. Returns the rest left to score and the ``(L,)`` float32 weight of every row of ``S`` for ``all_r2l``."""
+    weights = torch.ones(left.size(0), device=left.device)
+    copies = _copies(torch.cat([left, rest])) if rest.size(0) else None
+    if copies is None:
+        return rest, weights
+    attached = (copies[0] >= left.size(0)) & (copies[1] < left.size(0))  # a rest row whose first twin is linked
+    weights.index_add_(0, copies[1][attached], torch.ones(int(attached.sum()), device=left.device))
+    keep = torch.ones(rest.size(0), dtype=torch.bool, device=rest.device)
+    keep[copies[0][attached] - left.size(0)] = False
+    return rest[keep], weights
+
+
+def _rank_both_ways(left: Tensor, right: Tensor, kg2_rest: Tensor | None, kg1_rest: Tensor | None, *,
+                    want: dict[str, bool], csls_k: int, tol: float, chunk_size: int) -> dict[str, RankResult]:
     """Both directions of one-to-one links from the left-to-right standard block ``S (L, L)`` (``S[i, j]``: link
-    ``i``'s kg1 entity with link ``j``'s kg2 entity; the true scores on its diagonal): the right-to-left standard
-    block is ``S.T``, so ``r2l`` and ``csls_r2l`` are counted down the columns of ``S``; ``all_r2l`` adds the block
-    ``right x r2l_rest``. The right-to-left candidates (the linked kg1 vectors and ``r2l_rest``) must be distinct
-    vectors: a row of ``S`` and a row of the rest block come from different matrix products."""
-    queries, device = l2r.queries, l2r.queries.device
-    num = queries.size(0)
-    candidates = _Candidates(l2r.linked, l2r.rest if want["all"] else None)
+    ``i``'s kg1 vector with link ``j``'s kg2 vector, the true scores on the diagonal; ``left`` / ``right`` ``(L, d)``
+    in link order): ``r2l`` and ``csls_r2l`` are counted down the columns of ``S`` (the right-to-left block is
+    ``S.T``); ``all`` adds ``left x kg2_rest``, ``all_r2l`` adds ``right x kg1_rest``. Identical vectors score
+    identically wherever they are candidates (row copies in ``S``, :func:`_attach_rest`, :class:`_Candidates`)."""
+    device, num = left.device, left.size(0)
+    # rows of S are r2l candidates: a linked kg1 vector equal to an earlier one gets that one's row of S
+    row_copies = _copies(left)
+    candidates = _Candidates(right, kg2_rest if want["all"] else None)
     num_c = candidates.num
-    block = _block_rows(num_c, chunk_size)
     num_r = num_c - num
+    block = _block_rows(num_c, chunk_size)
     flags = _flags(block, max(num, num_r), max(num_c, block), device)
     rest_buf = None if candidates.rest is None else torch.empty(block, num_r, device=device)
     stored = torch.empty(num, num, device=device)
@@ -314,7 +358,9 @@ def _rank_both_ways(l2r: _Direction, r2l_rest: Tensor | None, *, want: dict[str,
     # pass 1, the l2r blocks: standard and all along the rows; S kept, with its row and column top-k
     for rows in row_chunks(num, block):
         n = rows.stop - rows.start
-        std, rest = candidates.scores(queries[rows], stored[rows], None if rest_buf is None else rest_buf[:n])
+        copy_rows = None if row_copies is None else partial(_copy_rows, stored=stored, rows=rows, copies=row_copies)
+        std, rest = candidates.scores(left[rows], stored[rows], None if rest_buf is None else rest_buf[:n],
+                                      before_rest=copy_rows)
         diagonal[rows] = std.diagonal(offset=rows.start)
         if want["standard"] or want["all"]:
             thresholds = _thresholds(diagonal[rows], tol)[:, :, None]
@@ -323,10 +369,14 @@ def _rank_both_ways(l2r: _Direction, r2l_rest: Tensor | None, *, want: dict[str,
                 every.counts[rows] += _above(rest, thresholds, flags[:n, :, :num_r]).sum(2)
         if top is not None:
             top.add(rows, std)
+    del rest_buf
     every.counts += standard.counts
     out = {"standard": standard.ranks(num), "all": every.ranks(num_c)}
     # pass 2, one read of S: r2l and csls_r2l down its columns, csls along its rows
-    r2l, csls, csls_r2l = _Counts(num, device), _Counts(num, device), _Counts(num, device)
+    rest_to_score, weights = (kg1_rest, None) if kg1_rest is None else _attach_rest(left, kg1_rest)
+    weighted = weights is not None and bool((weights != 1).any())
+    r2l, r2l_all = _Counts(num, device), _Counts(num, device)
+    csls, csls_r2l = _Counts(num, device), _Counts(num, device)
     r2l_thresholds = _thresholds(diagonal, tol).t()[None]  # (1, 2, L): r2l query j's true score is S[j, j]
     if top is not None:
         l2r_radii, r2l_radii = top.radii(), top.transposed_radii()
@@ -340,7 +390,10 @@ def _rank_both_ways(l2r: _Direction, r2l_rest: Tensor | None, *, want: dict[str,
         n = rows.stop - rows.start
         std = stored[rows]
         if want["r2l"] or want["all_r2l"]:
-            r2l.counts += _above(std, r2l_thresholds, flags[:n]).sum(0).t()
+            above = _above(std, r2l_thresholds, flags[:n])
+            r2l.counts += above.sum(0).t()
+            if weighted:  # the rows' twins outside the links count as often as they are there
+                r2l_all.counts += (weights[rows] @ above.view(n, 2 * num)).view(2, num).t()
         if want["csls"]:
             scores = _csls(std, l2r_radii[0][rows, None], l2r_radii[1][None, :], work[:n])
             thresholds = _thresholds(l2r_true[rows], 4 * tol)[:, :, None]
@@ -348,23 +401,24 @@ def _rank_both_ways(l2r: _Direction, r2l_rest: Tensor | None, *, want: dict[str,
         if want["csls_r2l"]:  # S.T's CSLS scores, transposed: (2 S[i, j] - r2l_row[j]) - r2l_col[i]
             scores = _csls(std, r2l_radii[0][None, :], r2l_radii[1][rows, None], work[:n])
             csls_r2l.counts += _above(scores, r2l_csls_thresholds, flags[:n]).sum(0).t()
-    del stored, flags, rest_buf
+    del stored, flags
     work = None
     out.update({"r2l": r2l.ranks(num), "csls": csls.ranks(num), "csls_r2l": csls_r2l.ranks(num)})
     if want["all_r2l"]:
-        # pass 3: the links' kg2 entities against the kg1 entities outside the links
-        total = num
-        if r2l_rest is not None and r2l_rest.size(0):
-            rest = _Candidates(r2l_rest, None)
-            total += rest.num
+        # pass 3: the links' kg2 vectors against the kg1 entities outside the links
+        if not weighted:
+            r2l_all.counts += r2l.counts
+        total = num + (0 if kg1_rest is None else kg1_rest.size(0))
+        if rest_to_score is not None and rest_to_score.size(0):
+            rest = _Candidates(rest_to_score, None)
             block = _block_rows(rest.num, chunk_size)
             scores_buf, flags = torch.empty(block, rest.num, device=device), _flags(block, rest.num, rest.num, device)
             thresholds = r2l_thresholds[0].t()  # (L, 2)
             for rows in row_chunks(num, block):
                 n = rows.stop - rows.start
-                scores, _ = rest.scores(l2r.linked[rows], scores_buf[:n], None)
-                r2l.counts[rows] += _above(scores, thresholds[rows, :, None], flags[:n]).sum(2)
-        out["all_r2l"] = r2l.ranks(total)
+                scores, _ = rest.scores(right[rows], scores_buf[:n], None)
+                r2l_all.counts[rows] += _above(scores, thresholds[rows, :, None], flags[:n]).sum(2)
+        out["all_r2l"] = r2l_all.ranks(total)
     return {name: ranks for name, ranks in out.items() if want[name]}
 
 
@@ -440,15 +494,12 @@ def protocol_ranks(
     r2l_wanted = want["r2l"] or want["all_r2l"] or want["csls_r2l"]
 
     if one_to_one and l2r_wanted and r2l_wanted and num_links * num_links * 4 <= max_stored_bytes:
-        # the links' own order indexes both sides: target of link i is candidate i, in both directions
+        # the links' own order indexes both sides: the target of link i is candidate i, in both directions
         left_vectors, right_vectors = _normalized(embeddings, left), _normalized(embeddings, right)
         kg1_rest = _normalized(embeddings, _outside(kg1_ids, left)) if want["all_r2l"] else None
-        r2l_candidates = left_vectors if kg1_rest is None else torch.cat([left_vectors, kg1_rest])
-        if _duplicates(r2l_candidates) is None:
-            kg2_rest = _normalized(embeddings, _outside(kg2_ids, right)) if want["all"] else None
-            l2r = _Direction(left_vectors, right_vectors, kg2_rest, torch.arange(num_links, device=links.device))
-            ranks = _rank_both_ways(l2r, kg1_rest, want=want, csls_k=csls_k, **common)
-            return {name: ranks[name] for name in protocols}
+        kg2_rest = _normalized(embeddings, _outside(kg2_ids, right)) if want["all"] else None
+        ranks = _rank_both_ways(left_vectors, right_vectors, kg2_rest, kg1_rest, want=want, csls_k=csls_k, **common)
+        return {name: ranks[name] for name in protocols}
 
     out: dict[str, RankResult] = {}
     for r2l in (False, True):
