@@ -377,13 +377,14 @@ def _rank_both_ways(left: Tensor, right: Tensor, kg2_rest: Tensor | None, kg1_re
     weighted = weights is not None and bool((weights != 1).any())
     r2l, r2l_all = _Counts(num, device), _Counts(num, device)
     csls, csls_r2l = _Counts(num, device), _Counts(num, device)
-    r2l_thresholds = _thresholds(diagonal, tol).t()[None]  # (1, 2, L): r2l query j's true score is S[j, j]
+    # (1, 2, L), contiguous (strided thresholds halve the comparison's speed): r2l query j's true score is S[j, j]
+    r2l_thresholds = _thresholds(diagonal, tol).t().contiguous()[None]
     if top is not None:
         l2r_radii, r2l_radii = top.radii(), top.transposed_radii()
         # the true CSLS scores (the diagonal's), with the same elementwise arithmetic as inside the blocks
         l2r_true = _csls(diagonal, l2r_radii[0], l2r_radii[1], torch.empty_like(diagonal))
         r2l_true = _csls(diagonal, r2l_radii[0], r2l_radii[1], torch.empty_like(diagonal))
-        r2l_csls_thresholds = _thresholds(r2l_true, 4 * tol).t()[None]
+        r2l_csls_thresholds = _thresholds(r2l_true, 4 * tol).t().contiguous()[None]
         work = torch.empty(block, num, device=device)
     flags = flags[:, :, :num]
     for rows in row_chunks(num, block):
