@@ -14,7 +14,10 @@ As the public code behaves (github.com/zjukg/MEAformer), with one difference in 
 
 Where the public code runs the fusion over every entity at every step, the fusion here runs only over the
 entities of the step's links (the only ones the loss reads), and over all entities in chunks at evaluation time:
-the same loss, a fraction of the work.
+the same loss, a fraction of the work. The losses share their work too (:meth:`ICLLoss.paired
+<mmea_lightning.models.losses.icl.ICLLoss.paired>`): the similarity blocks of all modalities come from one batched
+product, and the joint embedding's (the concatenation of the weighted unit-norm tokens) follow from them and the
+weights instead of an ``(M d)``-wide product -- the same losses and gradients up to float rounding.
 """
 
 from __future__ import annotations
@@ -96,14 +99,14 @@ class MEAformer(Aligner):
 
     def training_loss(self, links: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         embeddings = self.encoders()
-        batch = len(links)
-        entities = torch.cat([links[:, 0], links[:, 1]])  # fuse only what the loss reads
-        local = torch.stack([torch.arange(batch), torch.arange(batch, 2 * batch)], dim=1).to(links.device)
-        tokens = self.tokens(embeddings, entities)
-        joint, hidden, _ = self.fusion(tokens)
-        before = [self.icl(tokens[:, i], local) for i in range(len(self.modalities))]
-        after = [self.icl(hidden[:, i], local) for i in range(len(self.modalities))]
-        parts = {"joint": self.icl(joint, local), "before": self.weighting(before), "after": self.weighting(after)}
+        entities = torch.cat([links[:, 0], links[:, 1]])  # fuse only what the loss reads: row i <-> row B + i
+        tokens = self.tokens(embeddings, entities)  # (2B, M, d)
+        _, hidden, weights = self.fusion(tokens)
+        # before fusion, and the joint embedding [w_m x_m / |x_m|]_m whose blocks follow from theirs; after fusion
+        before, joint = self.icl.paired(tokens.transpose(0, 1), weights=weights)
+        after, _ = self.icl.paired(hidden.transpose(0, 1))
+        parts = {"joint": joint, "before": self.weighting(list(before.unbind(0))),
+                 "after": self.weighting(list(after.unbind(0)))}
         return parts["joint"] + parts["before"] + parts["after"], parts
 
     def describe(self) -> dict:

@@ -282,38 +282,14 @@ class MPSEA(Aligner):
         training step); ``present (2B, M)``; ``weights (2B, M)`` the cross-modal weights. Returns the per-modality
         losses (``L_ICL`` or ``L_LICL`` terms) and ``L_joi`` of ``[w_m x^m / |x^m|]_m`` (or ``None``).
 
-        All modalities of a chunk of links share one batched product per similarity block, and the joint
-        embedding's cosine is ``sum_m w_m(u) w_m(v) cos(x^m_u, x^m_v) / (|w(u)| |w(v)|)``: once the per-modality
-        blocks are known, the joint's cost a weighted sum instead of an ``(M d)``-wide product. Same chunks as
-        :class:`ICLLoss` (consecutive ``chunk_size`` links, losses summed); a modality's loss keeps, within each
-        chunk, the links whose two entities both have it (none if fewer than two). Chunks are views (``split``), so
-        the backward pass concatenates instead of scattering into zeros; a partly missing modality masks its blocks
-        (``ICLLoss.from_similarities(keep=...)``) rather than gathering sub-blocks.
+        Same chunks as :class:`ICLLoss` (consecutive ``chunk_size`` links, losses summed); a modality's loss keeps,
+        within each chunk, the links whose two entities both have it (none if fewer than two): the left-out links'
+        rows and columns are masked rather than gathered. All modalities share one batched product per similarity
+        block, and the joint embedding's blocks follow from them (:meth:`ICLLoss.paired`).
         """
         batch = tokens.shape[1] // 2
-        size = self.icl.chunk_size or batch
-        tokens = F.normalize(tokens, dim=-1)
-        lefts, rights = tokens[:, :batch].split(size, dim=1), tokens[:, batch:].split(size, dim=1)
-        kept = (present[:batch] & present[batch:]).split(size)  # (c, M) per chunk
-        if weights is not None:
-            scale = weights / weights.norm(dim=1, keepdim=True)  # w_m / |w|: the joint embedding's normalisation
-            scale_l, scale_r = scale[:batch].t().split(size, dim=1), scale[batch:].t().split(size, dim=1)
-        losses: list[list[Tensor]] = [[] for _ in range(tokens.shape[0])]
-        joint = []
-        for c, (a, b, keep) in enumerate(zip(lefts, rights, kept)):
-            sim_ab, sim_aa, sim_bb = a @ b.transpose(1, 2), a @ a.transpose(1, 2), b @ b.transpose(1, 2)  # (M, c, c)
-            if weights is not None:
-                wa, wb = scale_l[c].unsqueeze(2), scale_r[c].unsqueeze(2)  # (M, c, 1)
-                joint.append(self.icl.from_similarities((wa * wb.transpose(1, 2) * sim_ab).sum(0),
-                                                        (wa * wa.transpose(1, 2) * sim_aa).sum(0),
-                                                        (wb * wb.transpose(1, 2) * sim_bb).sum(0)))
-            for i in range(tokens.shape[0]):
-                if bool(keep[:, i].all()):
-                    losses[i].append(self.icl.from_similarities(sim_ab[i], sim_aa[i], sim_bb[i]))
-                elif int(keep[:, i].sum()) >= 2:
-                    losses[i].append(self.icl.from_similarities(sim_ab[i], sim_aa[i], sim_bb[i], keep[:, i]))
-        total = [torch.stack(parts).sum() if parts else tokens.new_zeros(()) for parts in losses]
-        return total, (torch.stack(joint).sum() if joint else None)
+        losses, joint = self.icl.paired(tokens, keep=(present[:batch] & present[batch:]).t(), weights=weights)
+        return list(losses.unbind(0)), joint
 
     @staticmethod
     def reference(late: Tensor, present: Tensor) -> Tensor:
