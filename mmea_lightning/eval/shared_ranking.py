@@ -2,24 +2,24 @@
 
 The six protocols of :mod:`~mmea_lightning.eval.evaluator` rank slices of the same cosines:
 
-* ``all`` ranks each link's kg1 entity against every kg2 entity: the ``L x N2`` *l2r matrix*. ``standard`` ranks it
-  against the linked kg2 entities only, a sub-block of columns of that matrix (the *standard block*, ``L x L`` for
-  one-to-one links).
-* ``r2l`` ranks each link's kg2 entity against the linked kg1 entities: for one-to-one links the transpose of the
-  standard block, read column by column. ``all_r2l`` adds the kg1 entities outside the links (``L x (N1 - L)``).
-* ``csls`` / ``csls_r2l`` re-score the standard block (rows, resp. columns) with radii taken from the top-k of its
+* ``all`` ranks each link's kg1 entity against every kg2 entity: the ``L x N2`` *l2r block*. ``standard`` ranks it
+  against the linked kg2 entities only, a sub-block of columns (the *standard block* ``S``, ``L x L`` for one-to-one
+  links).
+* ``r2l`` ranks each link's kg2 entity against the linked kg1 entities: for one-to-one links ``S`` transposed, counted
+  down its columns. ``all_r2l`` adds the kg1 entities outside the links (``L x (N1 - L)``).
+* ``csls`` / ``csls_r2l`` re-score ``S`` (along its rows, resp. down its columns) with radii from the top-k of its
   rows and columns.
 
-So an evaluation of all six protocols on one-to-one links computes ``L x (N2 + N1 - L)`` cosines, where ranking each
-protocol on its own (:func:`~mmea_lightning.eval.ranking.rank_targets`) computes ``2 L x (N1 + N2) + 6 L x L``, and
-compares each score once per protocol that uses it. The ranks are those of
-:func:`~mmea_lightning.eval.ranking.rank_targets` (same tie tolerance, same CSLS radii and arithmetic, identical
-candidate vectors scored once so they tie exactly); ``tests/test_eval_shared.py`` checks it protocol by protocol.
+So all six protocols on one-to-one links compute ``L x (N1 + N2 - L)`` cosines, where ranking each protocol on its
+own (:func:`~mmea_lightning.eval.ranking.rank_targets`) computes ``L x (N1 + N2) + 6 L x L``; each score is compared
+once per protocol that uses it, against both rank thresholds at once. The ranks are those of ``rank_targets`` (same
+tie tolerance, same CSLS radii and arithmetic, identical vectors scoring identically wherever they are candidates);
+``tests/test_eval_shared.py`` checks it protocol by protocol. Links that are not one-to-one are ranked direction by
+direction, each direction's protocols sharing its blocks.
 
-Memory: the standard block (``L x L`` float32: 440 MB at ``L = 10,500``) is kept when a CSLS or right-to-left
-protocol needs it (up to ``max_stored_bytes``; above that the left-to-right block is recomputed for CSLS and the
-right-to-left direction is ranked on its own), plus working blocks of about ``BLOCK_ELEMENTS`` scores. Work is done
-``block rows x all candidates`` at a time so that the comparisons after each matrix product read from cache.
+Memory: ``S`` (``L x L`` float32: 420 MiB at ``L = 10,500``) is kept when a CSLS or right-to-left protocol needs it,
+up to ``max_stored_bytes`` (above that each direction is ranked on its own and CSLS recomputes its blocks), plus
+working blocks of ``BLOCK_ELEMENTS`` scores (and twice that of comparison flags). See ``docs/evaluation.md``.
 """
 
 from __future__ import annotations
