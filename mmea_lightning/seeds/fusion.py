@@ -24,10 +24,11 @@ which is the inner product of the concatenations ``[sqrt(w_m) x_m]`` (used for k
   bag-of-words over relation ids and attribute keys. The two graphs of every benchmark pair here have disjoint
   relation ids, and the MMKG pairs disjoint attribute keys; DBP15K's two sides share part of their attribute keys
   (e.g. 4,376 keys on ZH-EN: property names such as ``birthDate`` are kept untranslated), so there the shared
-  columns carry the attribute modality into the raw fusion with its 0.1 weight. Such a table gives every KG1 x KG2 pair cosine 0 -- no evidence for ranking
-  pairs -- while in k-means it only separates the graphs (clusters of one graph's entities, where no seed can be
-  sampled). So a raw view keeps the columns used by entities of both graphs, and a modality without any shared
-  column is left out of the raw fusion (recorded in the report); it still enters Stage II through its trained head,
+  columns carry the attribute modality into the raw fusion with its 0.1 weight. A table without shared columns gives
+  every KG1 x KG2 pair cosine 0 -- no evidence for ranking pairs -- while in k-means it only separates the graphs
+  (clusters of one graph's entities, where no seed can be sampled). So a raw view keeps the columns used by
+  entities of both graphs, and a modality without any shared column is left out of the raw fusion (recorded in the
+  report); it still enters Stage II through its trained head,
   which learns the correspondence from the seeds.
 
 Sparse bag-of-words tables (relation counts, attribute keys) stay scipy CSR; products are chunked by rows.
