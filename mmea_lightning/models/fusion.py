@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmea_lightning.models.normalize import l2_normalize
+
 
 class WeightedConcatFusion(nn.Module):
     """``[(N, d_m)] * M -> (N, sum d_m)``: concatenation of the L2-normalised modality embeddings, each scaled by a
@@ -22,7 +24,7 @@ class WeightedConcatFusion(nn.Module):
     def forward(self, embeddings: list[torch.Tensor], detach_inputs: bool = False) -> torch.Tensor:
         parts = []
         for w, e in zip(self.weights(), embeddings):
-            e = F.normalize(e, dim=1)
+            e = l2_normalize(e, dim=1)
             parts.append(w * (e.detach() if detach_inputs else e))
         return torch.cat(parts, dim=1)
 

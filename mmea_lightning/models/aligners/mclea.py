@@ -12,6 +12,11 @@ As the public code behaves (the authors' repository, github.com/lzxlin/MCLEA):
   UW = learned uncertainty weighting;
 * one optimiser step per epoch over all seed links, the losses summed over consecutive chunks of 512 links
   (``chunk_size``): the public code's manual batching with gradient accumulation.
+
+Work: the losses read the rows of the step's links only, so those rows are gathered once and only they are fused (the
+fusion is row-wise: the same rows as fusing every entity); :class:`ICLLoss` computes its similarity blocks and its
+backward pass in closed form (see :mod:`mmea_lightning.models.losses.icl`). Same losses and gradients up to float
+rounding.
 """
 
 from __future__ import annotations
@@ -86,7 +91,14 @@ class MCLEA(Aligner):
         return F.normalize(self.embeddings()[1], dim=1)
 
     def training_loss(self, links: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        embeddings, joint = self.embeddings()
+        embeddings = self.encoders()
+        # every loss reads the links' rows only: gather them once, fuse those (row-wise, as fusing every entity)
+        batch = len(links)
+        entities = torch.cat([links[:, 0], links[:, 1]])
+        embeddings = {m: embeddings[m][entities] for m in self.modalities}
+        joint = self.fusion([embeddings[m] for m in self.modalities])
+        links = torch.stack([torch.arange(batch, device=entities.device),
+                             torch.arange(batch, 2 * batch, device=entities.device)], dim=1)
         intra = [self.icl(embeddings[m], links) for m in self.modalities]
         parts = {"joint": self.icl(joint, links), "intra": self.intra_weighting(intra)}
         parts.update({f"icl_{m}": loss.detach() for m, loss in zip(self.modalities, intra)})

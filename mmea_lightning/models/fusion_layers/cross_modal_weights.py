@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mmea_lightning.models.normalize import l2_normalize
+
 __all__ = ["cross_modal_weights", "weighted_concat"]
 
 
@@ -45,4 +47,4 @@ def cross_modal_weights(beta_m1: Tensor | None, beta_g: Tensor | None, present: 
 def weighted_concat(tokens: Tensor, weights: Tensor) -> Tensor:
     """``tokens (B, M, d)``, ``weights (B, M)`` -> ``(B, M d)``: the L2-normalised tokens scaled by their weights and
     concatenated (the early / late joint embeddings ``x^mu`` / ``x~^mu``)."""
-    return (weights.unsqueeze(-1) * F.normalize(tokens, dim=-1)).flatten(1)
+    return (weights.unsqueeze(-1) * l2_normalize(tokens, dim=-1)).flatten(1)

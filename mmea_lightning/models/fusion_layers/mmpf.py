@@ -98,7 +98,7 @@ class PreSynergisticFusion(nn.Module):
         present = tokens.new_ones(batch, num_m1, dtype=torch.bool) if present is None else present.bool()
         heads, head_dim, dim, text = self.heads, self.head_dim, self.dim, self.num_text
         qkv = torch.baddbmm(self.qkv_bias, tokens, self.qkv_weight)  # (M1, B, 3d)
-        q, k, v = qkv[..., :dim], qkv[..., dim:2 * dim], qkv[..., 2 * dim:]
+        q, k, v = qkv.split(dim, dim=-1)  # split, not sliced: the backward concatenates, no zero-filled grads
 
         # every m1 modality's own key (Eq. 7), then the injected slots (Eq. 6)
         keys, values, key_present, owner = [k], [v], [present], list(range(num_m1))

@@ -11,9 +11,10 @@ the textbook formulation up to float rounding (``tests/test_losses_decoding.py``
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
+
+from mmea_lightning.models.normalize import l2_normalize
 
 __all__ = ["ICLLoss", "gram_blocks", "icl_from_blocks", "link_chunks", "mask_diagonal", "weighted_block_sum"]
 
@@ -178,7 +179,7 @@ class _BlockICL(torch.autograd.Function):
 
 
 #: elements of one tile of logits rows (``(M, rows, 2c)``), sized to stay in the CPU cache
-TILE_ELEMENTS = 1 << 17
+TILE_ELEMENTS = 1 << 18
 
 
 def _tile_rows(sim_ab: Tensor) -> int:
@@ -257,8 +258,8 @@ class ICLLoss(nn.Module):
         self.chunk_size = _check_chunk_size(chunk_size)
 
     def _chunk_loss(self, emb: Tensor, emb2: Tensor, links: Tensor) -> Tensor:
-        h1 = F.normalize(emb[links[:, 0]], dim=1)
-        h2 = F.normalize(emb2[links[:, 1]], dim=1)
+        h1 = l2_normalize(emb[links[:, 0]], dim=1)
+        h2 = l2_normalize(emb2[links[:, 1]], dim=1)
         return self.from_similarities(*gram_blocks(h1, h2))
 
     def from_similarities(self, sim_ab: Tensor, sim_aa: Tensor, sim_bb: Tensor, keep: Tensor | None = None) -> Tensor:
@@ -295,8 +296,8 @@ class ICLLoss(nn.Module):
         batch = tokens.shape[1] // 2
         size = self.chunk_size or batch
         t, ab_weight = self.temperature, self.ab_weight
-        tokens = F.normalize(tokens, dim=-1)
-        lefts, rights = tokens[:, :batch].split(size, dim=1), tokens[:, batch:].split(size, dim=1)  # (M, c, d)
+        left, right = l2_normalize(tokens, dim=-1).split(batch, dim=1)  # split, not sliced: no zero-filled grads
+        lefts, rights = left.split(size, dim=1), right.split(size, dim=1)  # (M, c, d)
         keeps = keep.split(size, dim=1) if keep is not None else [None] * len(lefts)
         if weights is not None:
             scale = (weights / weights.norm(dim=1, keepdim=True)).t()  # (M, 2B): w_m / |w|

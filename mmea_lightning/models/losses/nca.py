@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from mmea_lightning.models.normalize import l2_normalize
+
 __all__ = ["NCALoss", "nca_from_embeddings"]
 
 
@@ -79,6 +81,6 @@ class NCALoss(nn.Module):
 
     def forward(self, emb: Tensor, links: Tensor) -> Tensor:
         """``emb (N, d)`` all entities (or any table indexed by ``links``), ``links (B, 2)`` -> scalar."""
-        left = F.normalize(emb[links[:, 0]], dim=1)
-        right = F.normalize(emb[links[:, 1]], dim=1)
+        left = l2_normalize(emb[links[:, 0]], dim=1)
+        right = l2_normalize(emb[links[:, 1]], dim=1)
         return nca_from_embeddings(left, right, self.alpha, self.beta)
