@@ -5,6 +5,7 @@ computed once, ``mmea_lightning/eval/shared_ranking.py``) against ranking each p
     python benchmarks/bench_eval.py --data-dir /path/to/mmkg                           # DBP15K ZH-EN and FB15K-DB15K
     python benchmarks/bench_eval.py --data-dir /path/to/mmkg --datasets fbdb15k --models eva mpsea --threads 2
     python benchmarks/bench_eval.py --data-dir /path/to/mmkg --checkpoint runs/x/checkpoints/best.ckpt
+    python benchmarks/bench_eval.py --data-dir /path/to/mmkg --json results/benchmarks/eval.json
 
 The pair is read and its features built through the normal data path (the model's config composed as
 ``benchmarks/bench_aligners.py`` composes it: ``experiment=eva_structure`` on DBP15K, ``eva_all_modalities`` on the
@@ -15,6 +16,12 @@ split instead). Each (dataset, model, path) is measured in its own process, so i
 resident memory it started from. ``eval_cpu_s`` is the process CPU time of the evaluation (on a machine shared with
 other jobs the wall time of 2 threads suffers most). ``--repeat`` evaluates several times and reports the fastest.
 The metrics of the two paths are compared: ``max_metric_diff`` is their largest difference (0: identical ranks).
+
+``--json PATH`` also writes ``{"args": ..., "rows": [...], "summary": [...]}`` (atomically): ``args`` the command's
+arguments plus the code's commit and the machine (CPUs, load average at the start); ``rows`` the rows printed as JSON
+lines; ``summary`` per (dataset, model) measured on both paths: their seconds, CPU seconds and extra memory, the
+speed-up (per-protocol / shared wall and CPU seconds) and ``max_metric_diff``. The results page renders it
+(``python -m mmea_lightning.report ... --benchmarks results/benchmarks``).
 """
 
 from __future__ import annotations
@@ -28,7 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+REPO = Path(__file__).resolve().parents[1]
+CONF_DIR = str(REPO / "conf")
 PATHS = ("per_protocol", "shared")
 
 
@@ -129,6 +137,43 @@ def measure(model: str, dataset: str, path: str, data_dir: str, cache_dir: str, 
     }
 
 
+def summarize(rows: list[dict]) -> list[dict]:
+    """Per (dataset, model) measured on both paths, in row order: the shared and per-protocol wall and CPU seconds
+    and extra memory, the speed-ups (per-protocol / shared) and ``max_metric_diff`` (the largest difference of their
+    metrics; ``None`` when a row carries no ``metrics``)."""
+    by_key = {(r["dataset"], r["model"], r["path"]): r for r in rows}
+    summary = []
+    for (dataset, model, path), shared in by_key.items():
+        other = by_key.get((dataset, model, "per_protocol"))
+        if path != "shared" or other is None:
+            continue
+        metrics = shared.get("metrics"), other.get("metrics")
+        diff = (max(abs(metrics[0][k] - metrics[1][k]) for k in metrics[1])
+                if all(isinstance(m, dict) for m in metrics) else None)
+        summary.append({
+            "dataset": dataset, "model": model,
+            "shared_s": shared["eval_s"], "per_protocol_s": other["eval_s"],
+            "shared_cpu_s": shared["eval_cpu_s"], "per_protocol_cpu_s": other["eval_cpu_s"],
+            "shared_extra_mib": shared.get("eval_extra_mib"), "per_protocol_extra_mib": other.get("eval_extra_mib"),
+            "speedup": other["eval_s"] / shared["eval_s"], "cpu_speedup": other["eval_cpu_s"] / shared["eval_cpu_s"],
+            "max_metric_diff": diff,
+        })
+    return summary
+
+
+def provenance() -> dict:
+    """The code's commit (``+dirty`` with uncommitted changes; ``None`` outside a git checkout) and the machine."""
+    try:
+        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        commit += "+dirty" if dirty else ""
+    except (OSError, subprocess.CalledProcessError):
+        commit = None
+    return {"commit": commit, "cpus": os.cpu_count(), "loadavg": list(os.getloadavg())}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", required=True, help="the mmkg data root (e.g. /path/to/mmkg)")
@@ -139,6 +184,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="evaluations per process; the fastest is reported")
     parser.add_argument("--checkpoint", default=None, help="a trained run's checkpoint (its dataset and weights)")
     parser.add_argument("--cache-dir", default=None, help="feature cache (default: a fresh temporary directory)")
+    parser.add_argument("--json", default=None, metavar="PATH",
+                        help="also write the rows and the shared vs per-protocol summary to this JSON file")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -146,6 +193,7 @@ def main() -> None:
                          args.threads, args.checkpoint, args.repeat)
         print("RESULT " + json.dumps(result))
         return
+    started = provenance()
     with tempfile.TemporaryDirectory() as tmp:
         cache_dir = args.cache_dir or tmp
         rows = []
@@ -173,16 +221,17 @@ def main() -> None:
     print("\n| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
     for row in rows:
         print("| " + " | ".join(f"{row[k]:.3f}" if isinstance(row[k], float) else str(row[k]) for k in keys) + " |")
-    by_key = {(r["model"], r["dataset"], r["path"]): r for r in rows}
-    for (model, dataset, path), row in by_key.items():
-        other = by_key.get((model, dataset, "per_protocol"))
-        if path != "shared" or other is None:
-            continue
-        diff = max(abs(row["metrics"][k] - other["metrics"][k]) for k in other["metrics"])
-        print(f"\n{model} / {dataset}: shared {row['eval_s']:.2f} s vs per-protocol {other['eval_s']:.2f} s wall "
-              f"({other['eval_s'] / row['eval_s']:.1f}x), CPU {row['eval_cpu_s']:.2f} s vs "
-              f"{other['eval_cpu_s']:.2f} s ({other['eval_cpu_s'] / row['eval_cpu_s']:.1f}x); "
-              f"max_metric_diff {diff:.3g}")
+    summary = summarize(rows)
+    for s in summary:
+        diff = "-" if s["max_metric_diff"] is None else f"{s['max_metric_diff']:.3g}"
+        print(f"\n{s['model']} / {s['dataset']}: shared {s['shared_s']:.2f} s vs per-protocol "
+              f"{s['per_protocol_s']:.2f} s wall ({s['speedup']:.1f}x), CPU {s['shared_cpu_s']:.2f} s vs "
+              f"{s['per_protocol_cpu_s']:.2f} s ({s['cpu_speedup']:.1f}x); max_metric_diff {diff}")
+    if args.json:
+        from mmea_lightning.atomic_files import write_json_atomic
+
+        shown = [{k: v for k, v in row.items() if k != "metrics"} for row in rows]
+        write_json_atomic(args.json, {"args": {**vars(args), **started}, "rows": shown, "summary": summary})
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
     python -m mmea_lightning.report multirun/2026-11-21/12-50-15-872315 [more dirs ...] [--out DIR]
     python -m mmea_lightning.report results/anchors results/grid --published results/published.yaml \
-        --markdown docs/results.md --seed-quality results/seeds
+        --markdown docs/results.md --seed-quality results/seeds --benchmarks results/benchmarks \
+        --speed-targets results/speed_targets.yaml
 
 Reads every ``metrics.json`` (with its ``config.yaml``) under the given directories and writes into ``--out``
 (default: ``<first dir>/report``):
@@ -25,7 +26,10 @@ With ``--markdown PAGE`` (and ``--published FILE``, the published figures: ``res
 results page instead (:mod:`mmea_lightning.results.page`): ``PAGE`` and its plots in a folder named like it
 (``docs/results.md`` -> ``docs/results/*.png``), generated from the runs alone, the same bytes on every run; the
 report files above are then written only when ``--out`` is given. ``--seed-quality DIR`` adds the pseudo-seed quality
-table of the ``benchmarks/bench_seeds.py --json`` files in ``DIR``.
+table of the ``benchmarks/bench_seeds.py --json`` files in ``DIR``. ``--benchmarks DIR`` adds the "Speed" section: the
+``benchmarks/bench_aligners.py --json`` and ``benchmarks/bench_eval.py --json`` files in ``DIR`` (and its
+``README.md``: commands, commit, machine), with the speed targets of ``--speed-targets FILE``
+(``results/speed_targets.yaml``, required with ``--benchmarks``) checked against them.
 """
 
 from __future__ import annotations
@@ -41,13 +45,18 @@ from mmea_lightning.results.page import command_line, page_plots, page_rows, ren
 from mmea_lightning.results.plots import plot_axes
 from mmea_lightning.results.published import load_published
 from mmea_lightning.results.seed_benchmarks import load_seed_benchmarks
+from mmea_lightning.results.speed import load_benchmarks
+from mmea_lightning.results.speed_targets import load_speed_targets
 from mmea_lightning.results.tables import ablation_table, main_table, seed_quality_table
 
 
 def build_page(roots: Sequence[str | Path], published: str | Path, page: str | Path, protocol: str = "test",
-               seed_folder: str | Path | None = None) -> dict:
+               seed_folder: str | Path | None = None, benchmark_folder: str | Path | None = None,
+               speed_targets: str | Path | None = None) -> dict:
     """Write the results page ``page`` and its plots (in ``<page without suffix>/``) from the runs under ``roots``
-    and the published figures in ``published``; returns ``{"page": path, "plots": [paths], "num_runs": n}``."""
+    and the published figures in ``published`` (plus the seed-quality files of ``seed_folder``, the benchmark files
+    of ``benchmark_folder`` and the speed targets of ``speed_targets``, when given); returns ``{"page": path,
+    "plots": [paths], "num_runs": n}``."""
     page = Path(page)
     figures = load_published(published)
     runs = collect(roots)
@@ -57,9 +66,12 @@ def build_page(roots: Sequence[str | Path], published: str | Path, page: str | P
         folder.mkdir(parents=True, exist_ok=True)
     written = [plot.draw(folder / plot.name) for plot in plots]
     seed_rows = load_seed_benchmarks(seed_folder) if seed_folder is not None else None
-    text = render_page(runs, figures, command=command_line(roots, published, page, protocol, seed_folder),
-                       roots=roots, plot_folder=folder.name, plots=plots, protocol=protocol, seed_rows=seed_rows,
-                       seed_folder=seed_folder)
+    benchmarks = load_benchmarks(benchmark_folder) if benchmark_folder is not None else None
+    targets = load_speed_targets(speed_targets) if speed_targets is not None else None
+    command = command_line(roots, published, page, protocol, seed_folder, benchmark_folder, speed_targets)
+    text = render_page(runs, figures, command=command, roots=roots, plot_folder=folder.name, plots=plots,
+                       protocol=protocol, seed_rows=seed_rows, seed_folder=seed_folder, benchmarks=benchmarks,
+                       speed_targets=targets)
     page.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(page, text)
     return {"page": page, "plots": written, "num_runs": len(runs)}
@@ -117,12 +129,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed-quality", default=None, metavar="DIR",
                         help="with --markdown: add the pseudo-seed quality table from the bench_seeds.py --json files "
                         "in DIR (results/seeds)")
+    parser.add_argument("--benchmarks", default=None, metavar="DIR",
+                        help="with --markdown: add the Speed section from the bench_aligners.py / bench_eval.py --json "
+                        "files (and README.md) in DIR (results/benchmarks); needs --speed-targets")
+    parser.add_argument("--speed-targets", default=None, metavar="FILE",
+                        help="with --benchmarks: the speed targets checked on the page (results/speed_targets.yaml)")
     args = parser.parse_args(argv)
     if args.markdown and not args.published:
         parser.error("--markdown needs --published (the published figures, e.g. results/published.yaml)")
+    if (args.benchmarks or args.speed_targets) and not args.markdown:
+        parser.error("--benchmarks and --speed-targets need --markdown (they add a section to the results page)")
+    if bool(args.benchmarks) != bool(args.speed_targets):
+        parser.error("--benchmarks and --speed-targets go together (e.g. --benchmarks results/benchmarks "
+                     "--speed-targets results/speed_targets.yaml)")
     try:
-        page = (build_page(args.dirs, args.published, args.markdown, args.protocol, args.seed_quality)
-                if args.markdown else None)
+        page = (build_page(args.dirs, args.published, args.markdown, args.protocol, args.seed_quality,
+                           args.benchmarks, args.speed_targets) if args.markdown else None)
         written = build_report(args.dirs, args.out, args.protocol, write=args.out is not None or page is None)
     except (FileNotFoundError, KeyError, DataFormatError) as err:
         parser.error(str(err))

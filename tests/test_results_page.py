@@ -21,14 +21,17 @@ ROOTS = ("results/anchors", "results/grid")
 PUBLISHED = "results/published.yaml"
 PAGE = "docs/results.md"
 SEEDS = "results/seeds"
-COMMAND = (f"python -m mmea_lightning.report {' '.join(ROOTS)} --published {PUBLISHED} --markdown {PAGE} "
-           f"--seed-quality {SEEDS}")
+BENCHMARKS = "results/benchmarks"
+SPEED_TARGETS = "results/speed_targets.yaml"
+ARGS = (*ROOTS, "--published", PUBLISHED, "--markdown", PAGE, "--seed-quality", SEEDS, "--benchmarks", BENCHMARKS,
+        "--speed-targets", SPEED_TARGETS)
+COMMAND = "python -m mmea_lightning.report " + " ".join(ARGS)
 
 
 def test_committed_page_equals_its_regeneration(tmp_path, monkeypatch):
     """The committed summaries and published figures, copied into an empty directory, regenerate the committed page
     and every committed plot byte for byte (and no plot that is not committed)."""
-    for source in (*ROOTS, PUBLISHED, SEEDS):
+    for source in (*ROOTS, PUBLISHED, SEEDS, BENCHMARKS, SPEED_TARGETS):
         target = tmp_path / source
         target.parent.mkdir(parents=True, exist_ok=True)
         if (ROOT / source).is_dir():
@@ -36,7 +39,7 @@ def test_committed_page_equals_its_regeneration(tmp_path, monkeypatch):
         else:
             shutil.copy(ROOT / source, target)
     monkeypatch.chdir(tmp_path)
-    main([*ROOTS, "--published", PUBLISHED, "--markdown", PAGE, "--seed-quality", SEEDS])
+    main(list(ARGS))
     fresh, committed = tmp_path / PAGE, ROOT / PAGE
     assert fresh.read_text(encoding="utf-8") == committed.read_text(encoding="utf-8"), \
         f"docs/results.md is stale: regenerate it with `{COMMAND}`"

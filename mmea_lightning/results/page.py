@@ -9,7 +9,9 @@ published figures (:mod:`.published`); nothing is typed. The page holds
   seconds per epoch and the peak memory;
 * other runs (variants: a run folder named ``<label>_<dataset>_r<ratio>_s<seed>`` whose label is not its model, e.g.
   an investigation), each with what differs from the standard run of its cell;
-* the published figures with their sources, and every run with its own figures.
+* the published figures with their sources, and every run with its own figures;
+* with benchmark files (:mod:`.speed`): the speed section -- the speed targets checked against the measured figures
+  (:mod:`.speed_targets`), the training-epoch and test-evaluation benchmarks and the profiles.
 
 Plots (PNG) are written into a folder named like the page (``docs/results/``), byte for byte reproducible.
 """
@@ -29,6 +31,8 @@ from mmea_lightning.results.plots import check_curves, grid_bars
 from mmea_lightning.results.published import Published, Setting, ratio_key
 from mmea_lightning.results.seed_benchmarks import seed_benchmark_table
 from mmea_lightning.results.settings import setting_differences
+from mmea_lightning.results.speed import Benchmarks, speed_section
+from mmea_lightning.results.speed_targets import SpeedTargets
 from mmea_lightning.results.tables import LABELS, aggregate, differences_note, markdown_table
 
 __all__ = ["PAGE_METRICS", "PagePlot", "grid_frame", "page_rows", "render_page", "run_label"]
@@ -374,11 +378,16 @@ def checks_table(runs: pd.DataFrame) -> str:
 
 
 def command_line(roots: Sequence[str | Path], published: str | Path, page: str | Path, protocol: str,
-                 seed_folder: str | Path | None = None) -> str:
+                 seed_folder: str | Path | None = None, benchmark_folder: str | Path | None = None,
+                 speed_targets: str | Path | None = None) -> str:
     """The command that regenerates the page, as it was run."""
     args = [*(str(r) for r in roots), "--published", str(published), "--markdown", str(page)]
     if seed_folder is not None:
         args += ["--seed-quality", str(seed_folder)]
+    if benchmark_folder is not None:
+        args += ["--benchmarks", str(benchmark_folder)]
+    if speed_targets is not None:
+        args += ["--speed-targets", str(speed_targets)]
     if protocol != "test":
         args += ["--protocol", protocol]
     return "python -m mmea_lightning.report " + " ".join(shlex.quote(a) for a in args)
@@ -398,7 +407,8 @@ def seed_quality_section(rows: Sequence[dict], folder: str | Path) -> str:
 
 def render_page(runs: pd.DataFrame, published: Published, *, command: str, roots: Sequence[str | Path],
                 plot_folder: str, plots: Sequence[PagePlot], protocol: str = "test",
-                seed_rows: Sequence[dict] | None = None, seed_folder: str | Path | None = None) -> str:
+                seed_rows: Sequence[dict] | None = None, seed_folder: str | Path | None = None,
+                benchmarks: Benchmarks | None = None, speed_targets: SpeedTargets | None = None) -> str:
     """The Markdown of the page (see the module doc); ``plots`` are linked from ``plot_folder`` (relative to the
     page)."""
     rows = page_rows(runs, published, protocol)
@@ -444,4 +454,6 @@ def render_page(runs: pd.DataFrame, published: Published, *, command: str, roots
               "## Validation checks", checks_table(runs), *figures("checks")]
     if seed_rows is not None:
         parts += ["## Pseudo-seed quality", seed_quality_section(seed_rows, seed_folder or "")]
+    if benchmarks is not None:
+        parts += ["## Speed", speed_section(benchmarks, speed_targets)]
     return "\n\n".join(parts) + "\n"
