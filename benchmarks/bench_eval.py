@@ -231,6 +231,7 @@ def main() -> None:
         from mmea_lightning.atomic_files import write_json_atomic
 
         shown = [{k: v for k, v in row.items() if k != "metrics"} for row in rows]
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(args.json, {"args": {**vars(args), **started}, "rows": shown, "summary": summary})
 
 
