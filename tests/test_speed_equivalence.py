@@ -2,12 +2,10 @@
 
 The fast paths -- :func:`gram_blocks` (one product for a self-similarity block's backward), :func:`icl_from_blocks`
 (the ICL's backward in closed form, logits formed in cache-sized tiles), :func:`weighted_block_sum` (a joint
-embedding's similarity from the per-modality blocks), the NCA loss's written-out backward (from embeddings and from
-a similarity matrix), EVA's joint cosines from the modalities' (:meth:`WeightedConcatFusion.joint_cosine`), the
-GCN's and the sparse feature heads' transposes prepared once -- are checked two ways: ``gradcheck`` in float64 on
-small inputs, and on the toy pair, every aligner's training loss, its parts and the gradient of every parameter
-against the textbook formulation (plain autograd, the code these paths replaced: patched in below), equal up to
-float32 rounding.
+embedding's similarity from the per-modality blocks), the NCA loss's written-out backward, the GCN's and the sparse
+feature heads' transposes prepared once -- are checked two ways: ``gradcheck`` in float64 on small inputs, and on the
+toy pair, every aligner's training loss, its parts and the gradient of every parameter against the textbook
+formulation (plain autograd, the code these paths replaced: patched in below), equal up to float32 rounding.
 """
 
 from __future__ import annotations
@@ -27,10 +25,9 @@ from mmea_lightning.models.aligners.mpsea import MPSEA
 from mmea_lightning.models.encoders import feature_head, gcn
 from mmea_lightning.models.encoders.feature_head import FeatureHead
 from mmea_lightning.models.encoders.gcn import GCNEncoder
-from mmea_lightning.models.fusion import WeightedConcatFusion
 from mmea_lightning.models.losses import icl, nca
 from mmea_lightning.models.losses.icl import gram_blocks, icl_from_blocks, mask_diagonal, weighted_block_sum
-from mmea_lightning.models.losses.nca import NCALoss, nca_from_embeddings, nca_from_scores
+from mmea_lightning.models.losses.nca import NCALoss, nca_from_embeddings
 
 from .test_readers import spec
 
@@ -84,22 +81,6 @@ def textbook_nca(left, right, alpha, beta):
     loss = (torch.log1p(exp_scores.sum(0) - exp_positive) / alpha + torch.log1p(exp_scores.sum(1) - exp_positive)
             / alpha - beta * torch.log1p(F.relu(positive)))
     return loss.mean()
-
-
-def textbook_eva_loss(model: EVA, links: torch.Tensor):
-    """EVA's loss as it was written before: NCALoss on every modality, and on the fused rows of detached inputs."""
-    embeddings = model.encoders()
-
-    def plain_nca(emb_l, emb_r, loss):
-        return textbook_nca(F.normalize(emb_l, dim=1), F.normalize(emb_r, dim=1), loss.alpha, loss.beta)
-
-    parts = {m: plain_nca(embeddings[m][links[:, 0]], embeddings[m][links[:, 1]], model.losses[m])
-             for m in model.modalities}
-    weights = model.fusion.weights()
-    fused = [torch.cat([w * F.normalize(embeddings[m][links[:, side]], dim=1).detach()
-                        for w, m in zip(weights, model.modalities)], dim=1) for side in (0, 1)]
-    parts["joint"] = plain_nca(fused[0], fused[1], model.joint_loss)
-    return torch.stack(list(parts.values())).sum(), parts
 
 
 class _TextbookAdjacency:
@@ -184,30 +165,6 @@ def test_weighted_block_sum_and_nca_gradcheck():
             [torch.arange(9), torch.arange(9, 18)], 1)), loss(emb_l, emb_r))
 
 
-def test_nca_from_scores_and_joint_cosine():
-    scores = _double(7, 7)
-    assert torch.autograd.gradcheck(lambda s: nca_from_scores(s, 5.0, 10.0), (scores,))
-    identity = torch.eye(7, dtype=scores.dtype)  # textbook_nca(S, I) is the NCA of the matrix S
-    torch.testing.assert_close(nca_from_scores(scores, 5.0, 10.0), textbook_nca(scores, identity, 5.0, 10.0))
-    # fused rows' cosines from the modalities' cosines, with an all-zero row in one modality (norm 0, not 1)
-    fusion = WeightedConcatFusion(3).double()
-    with torch.no_grad():
-        fusion.logits.copy_(torch.tensor([0.3, -0.2, 0.9]))
-    lefts = [_double(6, d, seed=10 + d) for d in (4, 3, 5)]
-    rights = [_double(5, d, seed=20 + d) for d in (4, 3, 5)]
-    with torch.no_grad():
-        lefts[1][2] = 0.0
-    n_l = [F.normalize(x, dim=1) for x in lefts]
-    n_r = [F.normalize(x, dim=1) for x in rights]
-    got = fusion.joint_cosine([a @ b.t() for a, b in zip(n_l, n_r)], [a.square().sum(1) for a in n_l],
-                              [b.square().sum(1) for b in n_r])
-    want = F.normalize(fusion(lefts), dim=1) @ F.normalize(fusion(rights), dim=1).t()
-    torch.testing.assert_close(got, want)
-    (grad_got,) = torch.autograd.grad(got.sin().sum(), fusion.logits)
-    (grad_want,) = torch.autograd.grad(want.sin().sum(), fusion.logits)
-    torch.testing.assert_close(grad_got, grad_want)
-
-
 def test_gcn_and_sparse_head_match_pyg_and_dense():
     gen = torch.Generator().manual_seed(0)
     n = 25
@@ -269,8 +226,7 @@ def test_aligner_losses_and_gradients_unchanged(name, datamodule, monkeypatch):
     assert len(links) > 64  # several chunks where the aligner has them
     loss, parts, grads = _loss_and_grads(model, links)
     with textbook(monkeypatch):
-        reference_fn = {"meaformer": lambda lk: textbook_meaformer_loss(model, lk),
-                        "eva": lambda lk: textbook_eva_loss(model, lk)}.get(name)
+        reference_fn = (lambda lk: textbook_meaformer_loss(model, lk)) if name == "meaformer" else None
         want_loss, want_parts, want_grads = _loss_and_grads(model, links, reference_fn)
     torch.testing.assert_close(loss, want_loss, rtol=1e-5, atol=1e-5)
     assert parts.keys() == want_parts.keys()

@@ -28,23 +28,6 @@ class WeightedConcatFusion(nn.Module):
             parts.append(w * (e.detach() if detach_inputs else e))
         return torch.cat(parts, dim=1)
 
-    def joint_cosine(self, scores: list[torch.Tensor], left_sq_norms: list[torch.Tensor],
-                     right_sq_norms: list[torch.Tensor], eps: float = 1e-12) -> torch.Tensor:
-        """The cosine similarity ``(B, B')`` of fused rows, from the modalities' own: ``scores[m] (B, B')`` are
-        ``<n_m(l_i), n_m(r_j)>`` of the L2-normalised modality rows ``n_m`` and ``*_sq_norms[m] (B,)`` / ``(B',)``
-        their squared norms (1, or 0 for an all-zero row).
-
-        A fused row is ``[w_1 n_1, ..., w_M n_M]``, so ``<f(l_i), f(r_j)> = sum_m w_m^2 scores[m]_ij`` and
-        ``|f(l_i)|^2 = sum_m w_m^2 |n_m(l_i)|^2``: the result equals ``cos(forward(left), forward(right))`` (with
-        :func:`l2_normalize`'s ``eps``) up to float rounding, without the ``(B, sum d_m)`` products -- and its
-        backward reaches the weights through ``(B, B')`` sums instead of two more products. Gradients flow to the
-        weights (and to ``scores`` unless they are detached)."""
-        squared = self.weights().square()
-        dot = sum(w * s for w, s in zip(squared, scores))
-        left = torch.sqrt(sum(w * n for w, n in zip(squared, left_sq_norms))).clamp_min(eps)
-        right = torch.sqrt(sum(w * n for w, n in zip(squared, right_sq_norms))).clamp_min(eps)
-        return dot / left.unsqueeze(1) / right.unsqueeze(0)
-
 
 class TransformerModalityFusion(nn.Module):
     """MEAformer's fusion: a transformer over the modality tokens of each entity that predicts entity-level

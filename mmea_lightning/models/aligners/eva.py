@@ -9,12 +9,9 @@ As the public code behaves (the authors' repository, github.com/cambridgeltl/eva
 * loss: NCA per modality (alpha 5 for the graph view, 15 for the others, beta 10) plus NCA on the joint
   embedding of *detached* modality embeddings (the joint loss trains only the modality weights), in-batch.
 
-Work: each modality's ``(B, B)`` cosine matrix of the step's links is computed once and serves both its own NCA
-and the joint one: the joint cosines of the fused, detached rows are the weighted sum of the modalities' cosines
-(:meth:`WeightedConcatFusion.joint_cosine`), so the joint loss costs no ``(B, sum d_m)`` product, forward or
-backward. The NCA's backward is written out (:func:`nca_from_scores`: two ``(B, B)`` matrices instead of about ten;
-``B`` is every seed link). The same loss and gradients as fusing the rows and applying :class:`NCALoss`, up to
-float rounding (``tests/test_speed_equivalence.py``).
+Work: the joint embedding is fused for the rows of the step's links only (the fusion is row-wise, so these are the
+rows fusing every entity would give), and :class:`NCALoss` writes its backward pass out (two ``(B, B)`` matrices
+instead of about ten; ``B`` is every seed link): the same loss and gradients up to float rounding.
 """
 
 from __future__ import annotations
@@ -32,8 +29,7 @@ from mmea_lightning.models.aligners.base import Aligner
 from mmea_lightning.models.encoders.gcn import GCNEncoder
 from mmea_lightning.models.encoders.modality_encoders import ModalityEncoders
 from mmea_lightning.models.fusion import WeightedConcatFusion
-from mmea_lightning.models.losses.nca import NCALoss, nca_from_scores
-from mmea_lightning.models.normalize import l2_normalize
+from mmea_lightning.models.losses.nca import NCALoss
 
 
 class EVA(Aligner):
@@ -84,18 +80,14 @@ class EVA(Aligner):
     def training_loss(self, links: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``links (B, 2)`` seed links -> total loss and its parts (for logging)."""
         embeddings = self.encoders()
-        parts, scores, left_sq, right_sq = {}, [], [], []
-        for m in self.modalities:
-            left = l2_normalize(embeddings[m][links[:, 0]], dim=1)
-            right = l2_normalize(embeddings[m][links[:, 1]], dim=1)
-            score = left @ right.t()  # (B, B) cosines: the modality's NCA and, detached, the joint one
-            parts[m] = nca_from_scores(score, self.losses[m].alpha, self.losses[m].beta)
-            scores.append(score.detach())
-            left_sq.append(left.detach().square().sum(1))
-            right_sq.append(right.detach().square().sum(1))
-        # the joint NCA of the fused, detached rows: their cosines follow from the modalities' (joint_cosine)
-        parts["joint"] = nca_from_scores(self.fusion.joint_cosine(scores, left_sq, right_sq),
-                                         self.joint_loss.alpha, self.joint_loss.beta)
+        parts = {m: self.losses[m](embeddings[m], links) for m in self.modalities}
+        # the joint loss reads the links' rows only: fuse those (row-wise, the same rows as fusing every entity)
+        batch = len(links)
+        entities = torch.cat([links[:, 0], links[:, 1]])
+        joint = self.fusion([embeddings[m][entities] for m in self.modalities], detach_inputs=True)
+        local = torch.stack([torch.arange(batch, device=links.device),
+                             torch.arange(batch, 2 * batch, device=links.device)], dim=1)
+        parts["joint"] = self.joint_loss(joint, local)
         return torch.stack(list(parts.values())).sum(), parts
 
     def describe(self) -> dict:

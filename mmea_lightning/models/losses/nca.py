@@ -9,7 +9,7 @@ from torch.autograd.function import once_differentiable
 
 from mmea_lightning.models.normalize import l2_normalize
 
-__all__ = ["NCALoss", "nca_from_embeddings", "nca_from_scores"]
+__all__ = ["NCALoss", "nca_from_embeddings"]
 
 
 class _NCA(torch.autograd.Function):
@@ -34,51 +34,21 @@ class _NCA(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         left, right, exp_scores, u, v, positive = ctx.saved_tensors
-        g = _score_gradient(grad, exp_scores, u, v, positive, ctx.beta)
+        scale = grad / ctx.batch
+        g = (v * scale).unsqueeze(1) + (u * scale).unsqueeze(0)  # (B, B): (u_j + v_i) / B
+        g.mul_(exp_scores)
+        barrier = -ctx.beta * scale / (1.0 + positive) * (positive > 0).to(positive.dtype)
+        g.diagonal().copy_(barrier)
         grad_left = g @ right if ctx.needs_input_grad[0] else None
         grad_right = g.t() @ left if ctx.needs_input_grad[1] else None
         return grad_left, grad_right, None, None
-
-
-class _NCAFromScores(torch.autograd.Function):
-    """The NCA loss of a similarity matrix ``scores (B, B)`` (row ``i`` linked to column ``i``), backward in closed
-    form: ``d loss / d S`` of :class:`_NCA` (one ``(B, B)`` matrix saved, ``E``; the input is left untouched)."""
-
-    @staticmethod
-    def forward(ctx, scores: Tensor, alpha: float, beta: float) -> Tensor:  # type: ignore[override]
-        loss, exp_scores, col, row, positive = _nca_terms(scores.mul(alpha).exp_(), scores.diagonal().clone(),
-                                                          alpha, beta)
-        ctx.save_for_backward(exp_scores, 1.0 / (1.0 + col), 1.0 / (1.0 + row), positive)
-        ctx.beta = beta
-        return loss
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
-        exp_scores, u, v, positive = ctx.saved_tensors
-        return _score_gradient(grad, exp_scores, u, v, positive, ctx.beta), None, None
-
-
-def _score_gradient(grad: Tensor, exp_scores: Tensor, u: Tensor, v: Tensor, positive: Tensor, beta: float) -> Tensor:
-    """``d loss / d S (B, B)`` times the incoming ``grad``: ``E_ij (u_j + v_i) / B`` off the diagonal, the barrier's
-    ``-beta / (B (1 + S_ii))`` (where ``S_ii > 0``) on it."""
-    scale = grad / exp_scores.shape[0]
-    g = (v * scale).unsqueeze(1) + (u * scale).unsqueeze(0)  # (B, B): (u_j + v_i) / B
-    g.mul_(exp_scores)
-    barrier = -beta * scale / (1.0 + positive) * (positive > 0).to(positive.dtype)
-    g.diagonal().copy_(barrier)
-    return g
 
 
 def _nca_forward(left: Tensor, right: Tensor, alpha: float, beta: float) -> tuple[Tensor, ...]:
     """``(loss, E, c - diag E, r - diag E, diag S)``."""
     scores = left @ right.t()
     positive = scores.diagonal().clone()
-    return _nca_terms(scores.mul_(alpha).exp_(), positive, alpha, beta)  # E, in place of S
-
-
-def _nca_terms(exp_scores: Tensor, positive: Tensor, alpha: float, beta: float) -> tuple[Tensor, ...]:
-    """``E = exp(alpha S) (B, B)``, ``positive = diag S (B,)`` -> ``(loss, E, c - diag E, r - diag E, diag S)``."""
+    exp_scores = scores.mul_(alpha).exp_()  # E, in place of S
     exp_positive = exp_scores.diagonal()  # removed from the sums instead of masking a (B, B) matrix
     col = exp_scores.sum(0) - exp_positive
     row = exp_scores.sum(1) - exp_positive
@@ -91,14 +61,6 @@ def nca_from_embeddings(left: Tensor, right: Tensor, alpha: float, beta: float) 
     if torch.is_grad_enabled() and (left.requires_grad or right.requires_grad):
         return _NCA.apply(left, right, float(alpha), float(beta))
     return _nca_forward(left, right, float(alpha), float(beta))[0]
-
-
-def nca_from_scores(scores: Tensor, alpha: float, beta: float) -> Tensor:
-    """The NCA loss of a cosine similarity matrix ``scores (B, B)`` (``S_ij = <l_i, r_j>``, rows ``i`` linked), see
-    :class:`NCALoss`; for a similarity that is not one product of two tables (e.g. a fused one)."""
-    if torch.is_grad_enabled() and scores.requires_grad:
-        return _NCAFromScores.apply(scores, float(alpha), float(beta))
-    return _nca_terms((scores * alpha).exp_(), scores.diagonal().clone(), float(alpha), float(beta))[0]
 
 
 class NCALoss(nn.Module):
