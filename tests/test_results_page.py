@@ -152,6 +152,20 @@ def test_anchors_only_for_their_protocol(tmp_path):
     assert rows.loc[0, "anchor"].metrics["hits@1"] == pytest.approx(0.432)
 
 
+def test_every_test_protocol_beside_the_published_figure(tmp_path):
+    runs = tmp_path / "runs"
+    for seed, h1 in ((1, 0.30), (2, 0.34)):
+        _write_run(runs / f"mpsea_fbdb15k_r0.2_s{seed}", seed=seed, h1=h1, data=DATA)
+    _write_run(runs / "mpseafast_fbdb15k_r0.2_s1", h1=0.20, epochs=50, data=DATA)  # a variant: its own row
+    page = _page(tmp_path, _published(tmp_path / "pub.yaml", _anchor()))
+    section = _section(page, "Every test protocol")
+    # the runs report `test` and `test_csls` only (CSLS = plain + 0.05 in _write_run): two columns, the anchor last
+    assert "| label | model | dataset | ratio | setting | n | `test` | `test_csls` | pub. H@1 |" in section
+    setting = "| fbdb15k | 0.2 | gold seeds, no names, no images |"
+    assert f"| mpsea | mpsea {setting} 2 | 0.320 ± 0.028 | 0.370 ± 0.028 | 0.432 |" in section
+    assert f"| mpseafast | mpsea {setting} 1 | 0.200 | 0.250 | 0.432 |" in section
+
+
 def test_plots_are_the_same_bytes_every_time(tmp_path):
     _write_run(tmp_path / "runs" / "mpsea_fbdb15k_r0.2_s1", h1=0.3, data=DATA)
     _write_run(tmp_path / "runs" / "mpsea_fbdb15k_r0.2_s2", seed=2, h1=0.35, data=DATA)

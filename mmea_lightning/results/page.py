@@ -9,6 +9,7 @@ published figures (:mod:`.published`); nothing is typed. The page holds
   seconds per epoch and the peak memory;
 * other runs (variants: a run folder named ``<label>_<dataset>_r<ratio>_s<seed>`` whose label is not its model, e.g.
   an investigation), each with what differs from the standard run of its cell;
+* every row's Hits@1 under each test protocol (plain, CSLS, whole graph; both directions) beside the published one;
 * the published figures with their sources, and every run with its own figures;
 * with benchmark files (:mod:`.speed`): the speed section -- the speed targets checked against the measured figures
   (:mod:`.speed_targets`), the training-epoch and test-evaluation benchmarks and the profiles.
@@ -35,7 +36,8 @@ from mmea_lightning.results.speed import Benchmarks, speed_section
 from mmea_lightning.results.speed_targets import SpeedTargets
 from mmea_lightning.results.tables import LABELS, aggregate, differences_note, markdown_table
 
-__all__ = ["PAGE_METRICS", "PagePlot", "grid_frame", "page_rows", "render_page", "run_label"]
+__all__ = ["PAGE_METRICS", "PROTOCOLS_SHOWN", "PagePlot", "grid_frame", "page_rows", "protocols_table", "render_page",
+           "run_label"]
 
 #: the metrics of the page's tables (under the chosen protocol)
 PAGE_METRICS: tuple[str, ...] = ("hits@1", "hits@10", "mrr")
@@ -181,6 +183,43 @@ def main_tables(rows: pd.DataFrame, runs: pd.DataFrame, published: Published) ->
         if note:
             parts.append(note)
     return "\n\n".join(parts)
+
+
+#: the test protocols of the protocols table (``<protocol>/hits@1`` in ``metrics.json``), as the evaluator names them
+PROTOCOLS_SHOWN: tuple[str, ...] = ("test", "test_r2l", "test_csls", "test_csls_r2l", "test_all", "test_all_r2l")
+
+
+def protocols_table(runs: pd.DataFrame, published: Published) -> str:
+    """Hits@1 (mean ± std) of every page row under each test protocol the runs report, beside the published Hits@1:
+    a published figure's protocol is often unstated (CSLS or not, which candidates), and this shows which of ours
+    it sits nearest to. The rows are those of the main table and "Other runs", in the page's order."""
+    shown = [p for p in PROTOCOLS_SHOWN if f"{p}/hits@1" in runs]
+    if not shown:
+        return "No run reports Hits@1 under any test protocol."
+    base = page_rows(runs, published, published.protocol if published.protocol in shown else shown[0])
+    keys = [*ROW_KEYS, SETTING]
+    per_protocol = {}
+    for p in shown:  # the same groups in the same order under every protocol (only the metric columns differ)
+        table = page_rows(runs, published, p)
+        if not table[keys].astype(str).equals(base[keys].astype(str)):
+            raise AssertionError(f"the page's rows under protocol {p!r} are not those under {published.protocol!r}")
+        per_protocol[p] = table
+    header = ["label", "model", "dataset", "ratio", "setting", "n", *(f"`{p}`" for p in shown),
+              f"pub. {LABELS['hits@1']}"]
+    body = []
+    for index, row in base.iterrows():
+        cells = [row[LABEL], row["model"], row["dataset"], _ratio(row["seed_ratio"]), row[SETTING_LABEL],
+                 str(int(row["n"]))]
+        for p in shown:
+            other = per_protocol[p].loc[index]
+            cells.append(metric_cell(other["hits@1_mean"], other["hits@1_std"], int(other["n"])))
+        cells.append(anchor_cells(row["hits@1_mean"], row["anchor"], "hits@1")[0])
+        body.append(cells)
+    return (f"{LABELS['hits@1']} of the tested checkpoint under each test protocol (`test`: the links' KG2 entities "
+            "as candidates, left to right; `_r2l`: right to left; `csls`: CSLS re-scoring with k = the run's "
+            "`csls_k`; `all`: every entity of the other graph as a candidate). `pub.`: the published figure of the "
+            "row's model, dataset, ratio and setting, as published (`" + published.protocol + "` is the protocol "
+            "the published figures are compared under in the tables above).\n\n" + markdown_table(header, body))
 
 
 def grid_table(rows: pd.DataFrame, published: Published) -> str:
@@ -449,6 +488,7 @@ def render_page(runs: pd.DataFrame, published: Published, *, command: str, roots
     parts += figures("grid")
     parts += ["## Main table", main_tables(rows, runs, published),
               "## Other runs", other_runs(rows),
+              "## Every test protocol", protocols_table(runs, published),
               "## Published figures without images", published_table(published),
               "## Every run", runs_table(runs, protocol),
               "## Validation checks", checks_table(runs), *figures("checks")]
