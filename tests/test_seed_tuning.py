@@ -79,3 +79,39 @@ def test_missing_or_wrong_stage_two_parts_are_clear_errors():
         GlobalSampling(model={"dim": 300}, loss=partial(ICLLoss))
     with pytest.raises(ValueError, match="primary modality or at least one head"):
         build_tuning_model(partial(SeedTuningModel), None, None, [], seed=0)
+
+
+def test_an_entity_without_a_value_has_no_evidence_in_that_tuned_view(features):
+    """A head maps a zero input row to its bias: every attribute-less entity would embed the same vector and score a
+    cosine of 1 with every other one in Stage II's and III's fused similarity (DBP15K: attributes only for the aligned
+    entities). The tuned embeddings give them a zero row instead: no evidence in that view."""
+    from dataclasses import replace
+
+    from mmea_lightning.seeds.global_sampling import tuned_fusion
+    from mmea_lightning.seeds.tuning import tuned_embeddings
+
+    attributes = features.modalities["attribute"].clone()
+    lacking = torch.tensor([0, 1, int(features.kg2_ids[0]), int(features.kg2_ids[1])])
+    attributes[lacking] = 0
+    masks = {k: v.clone() for k, v in features.masks.items()}
+    if "attribute" in masks:
+        masks["attribute"][lacking] = False
+    partial_data = replace(features, modalities={**features.modalities, "attribute": attributes}, masks=masks)
+    factory = partial(SeedTuningModel, dim=8, gat_layers=1, gat_heads=1)
+    model = build_tuning_model(factory, partial_data, "image", ["relation", "attribute"], seed=0)
+    fit_tuning_model(model, ICLLoss(temperature=0.1), torch.tensor([[2, int(features.kg2_ids[2])]]), 2, 0.01, 0)
+
+    with torch.no_grad():  # the problem: the head's output is one vector for all of them
+        raw = model()["attribute"][lacking]
+    assert torch.allclose(raw, raw[:1].expand_as(raw))
+    tuned = tuned_embeddings(model, partial_data, ["relation", "attribute"])
+    assert torch.equal(tuned["attribute"][lacking], torch.zeros(len(lacking), 8))
+    has_value = (attributes != 0).any(dim=1)
+    assert bool((tuned["attribute"][has_value].norm(dim=1) > 0).all())
+    with_relations = (partial_data.modalities["relation"] != 0).any(dim=1)
+    with torch.no_grad():  # rows with a value keep the model's output, in every view
+        assert torch.equal(tuned["relation"][with_relations], model()["relation"][with_relations])
+        assert torch.equal(tuned["graph"], model()["graph"])
+    fused = tuned_fusion({"attribute": tuned["attribute"]}, {"attribute": 1.0})
+    left, right = lacking[:2].numpy(), lacking[2:].numpy()
+    assert torch.equal(fused.similarity(left, right), torch.zeros(2, 2))  # not 1: no evidence either way

@@ -29,8 +29,9 @@ log = logging.getLogger(__name__)
 
 __all__ = ["StageCache", "features_fingerprint", "stage_key"]
 
-CACHE_VERSION = 6  # bump when a stage computes something different from the same inputs and settings
-# (5: Stage I returns its seeds most similar first, which changes Stages II and III; 6: weights_only entries)
+CACHE_VERSION = 7  # bump when a stage computes something different from the same inputs and settings
+# (5: Stage I returns its seeds most similar first, which changes Stages II and III; 6: weights_only entries;
+# 7: Stages II and III score an entity without a value of a head's modality as no evidence in that view)
 
 _NDARRAY = "__ndarray__"  # marks a numpy array stored as a tensor
 

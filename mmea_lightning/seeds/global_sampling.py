@@ -4,7 +4,8 @@
    :class:`~mmea_lightning.models.encoders.seed_tuning.SeedTuningModel`) with the configured ``loss`` on the Stage-I
    seeds (Eq. 5-6).
 2. Global sampling: the fused similarity of the tuned embeddings (graph view ``w_primary``, every head its own
-   weight: 0.8 / 0.1 / 0.1) between all KG1 and KG2 entities not yet in a seed; the ``new_pairs`` (default ``n``)
+   weight: 0.8 / 0.1 / 0.1; a head's row is zero for an entity without a value of its modality, see
+   :mod:`~mmea_lightning.seeds.tuning`) between all KG1 and KG2 entities not yet in a seed; the ``new_pairs`` (default ``n``)
    most similar are taken greedily one-to-one, across clusters.
 3. Error correction (:func:`~mmea_lightning.seeds.correction.error_correction`) on the raw fused features over the
    union of the Stage-I seeds and the new pairs.
@@ -31,6 +32,7 @@ from mmea_lightning.seeds.tuning import (
     build_tuning_model,
     describe_factory,
     fit_tuning_model,
+    tuned_embeddings,
 )
 
 log = logging.getLogger(__name__)
@@ -93,9 +95,7 @@ class GlobalSampling:
         model = build_tuning_model(self.model, features, primary, heads, seed)
         if state is not None:
             model.load_state_dict(state)
-        model.eval()
-        with torch.no_grad():
-            return model()
+        return tuned_embeddings(model, features, heads)
 
     def run(self, features: FeatureSet, raw: FusedFeatures, primary: str | None, heads: Sequence[str],
             weights: Mapping[str, float], seeds: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, dict, dict]:
@@ -105,8 +105,7 @@ class GlobalSampling:
         model = build_tuning_model(self.model, features, primary, heads, seed)
         losses = fit_tuning_model(model, self.loss(), torch.as_tensor(seeds, dtype=torch.long), self.epochs,
                                   self.lr, seed)
-        with torch.no_grad():
-            embeddings = model()
+        embeddings = tuned_embeddings(model, features, heads)
         tuned = tuned_fusion(embeddings, weights)
         used = np.zeros(features.num_entities, dtype=bool)
         used[seeds.ravel()] = True
