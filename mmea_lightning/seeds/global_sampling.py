@@ -5,8 +5,8 @@
    seeds (Eq. 5-6).
 2. Global sampling: the fused similarity of the tuned embeddings (graph view ``w_primary``, every head its own
    weight: 0.8 / 0.1 / 0.1; a head's row is zero for an entity without a value of its modality, see
-   :mod:`~mmea_lightning.seeds.tuning`) between all KG1 and KG2 entities not yet in a seed; the ``new_pairs`` (default ``n``)
-   most similar are taken greedily one-to-one, across clusters.
+   :mod:`~mmea_lightning.seeds.tuning`) between all KG1 and KG2 entities not yet in a seed; the ``new_pairs``
+   (default ``n``) most similar are taken greedily one-to-one, across clusters.
 3. Error correction (:func:`~mmea_lightning.seeds.correction.error_correction`) on the raw fused features over the
    union of the Stage-I seeds and the new pairs.
 

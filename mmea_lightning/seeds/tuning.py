@@ -49,8 +49,8 @@ from mmea_lightning.seeds.numeric_values import NUMERIC_VALUE
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PairLoss", "TuningModelFactory", "build_tuning_model", "dense_table", "describe_factory", "tuned_embeddings",
-           "fit_tuning_model"]
+__all__ = ["PairLoss", "TuningModelFactory", "build_tuning_model", "dense_table", "describe_factory",
+           "fit_tuning_model", "tuned_embeddings"]
 
 
 class TuningModelFactory(Protocol):
