@@ -83,16 +83,10 @@ def textbook_nca(left, right, alpha, beta):
     return loss.mean()
 
 
-class _TextbookAdjacency:
+class _TextbookSparseMatmul:
     @staticmethod
-    def apply(x, adjacency, transpose):
-        return torch.sparse.mm(adjacency, x)
-
-
-class _TextbookTable:
-    @staticmethod
-    def apply(weight_t, table, table_t):
-        return torch.sparse.mm(table, weight_t)
+    def apply(x, matrix, matrix_t):
+        return torch.sparse.mm(matrix, x)
 
 
 def textbook_meaformer_loss(model: MEAformer, links: torch.Tensor):
@@ -118,8 +112,8 @@ def textbook(monkeypatch):
         patch.setattr(icl, "icl_from_blocks", textbook_icl_from_blocks)
         patch.setattr(icl, "weighted_block_sum", textbook_weighted_block_sum)
         patch.setattr(nca, "nca_from_embeddings", textbook_nca)
-        patch.setattr(gcn, "_AdjacencyMatmul", _TextbookAdjacency)
-        patch.setattr(feature_head, "_SparseTableMatmul", _TextbookTable)
+        patch.setattr(gcn, "ConstantSparseMatmul", _TextbookSparseMatmul)
+        patch.setattr(feature_head, "ConstantSparseMatmul", _TextbookSparseMatmul)
         yield
 
 

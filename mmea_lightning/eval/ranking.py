@@ -37,7 +37,7 @@ from torch import Tensor
 
 from mmea_lightning.similarity import similarity_chunks
 
-__all__ = ["TIE_TOLERANCE", "RankResult", "rank_targets", "rank_metrics"]
+__all__ = ["TIE_TOLERANCE", "RankResult", "check_ranking_options", "rank_targets", "rank_metrics"]
 
 #: scores within this distance of the true score tie (cosine scale; see the module docstring)
 TIE_TOLERANCE = 1e-6
@@ -79,6 +79,17 @@ def _check_embeddings(x: Tensor, name: str) -> None:
         raise ValueError(f"{name} must be a real-valued tensor, got dtype {x.dtype}")
     if x.is_floating_point() and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or infinite values (diverged model?)")
+
+
+def check_ranking_options(csls_k: int, chunk_size: int, tie_tolerance: float) -> None:
+    """Raise ``ValueError`` unless ``csls_k`` is a non-negative int, ``chunk_size`` a positive int and
+    ``tie_tolerance`` a number in ``[0, 0.1)`` (the options every ranking function takes)."""
+    if isinstance(csls_k, bool) or not isinstance(csls_k, int) or csls_k < 0:
+        raise ValueError(f"csls_k must be a non-negative int, got {csls_k!r}")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    if not (isinstance(tie_tolerance, (int, float)) and 0 <= tie_tolerance < 0.1):
+        raise ValueError(f"tie_tolerance must be a float in [0, 0.1), got {tie_tolerance!r}")
 
 
 def _check_index(idx: Tensor, name: str, length: int, upper: int, upper_name: str) -> None:
@@ -181,12 +192,7 @@ def rank_targets(
         )
     num_q, num_c = queries.size(0), candidates.size(0)
     _check_index(targets, "targets", num_q, num_c, "number of candidates")
-    if isinstance(csls_k, bool) or not isinstance(csls_k, int) or csls_k < 0:
-        raise ValueError(f"csls_k must be a non-negative int, got {csls_k!r}")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
-    if not (isinstance(tie_tolerance, (int, float)) and 0 <= tie_tolerance < 0.1):
-        raise ValueError(f"tie_tolerance must be a float in [0, 0.1), got {tie_tolerance!r}")
+    check_ranking_options(csls_k, chunk_size, tie_tolerance)
 
     device = queries.device
     q = F.normalize(queries.to(torch.float32), dim=1)

@@ -35,7 +35,7 @@ from torch import Tensor
 
 from mmea_lightning.similarity import row_chunks
 
-from .ranking import TIE_TOLERANCE, RankResult
+from .ranking import TIE_TOLERANCE, RankResult, check_ranking_options
 
 __all__ = ["BLOCK_ELEMENTS", "MAX_STORED_BYTES", "PROTOCOL_SPECS", "ProtocolSpec", "protocol_ranks"]
 
@@ -473,12 +473,7 @@ def protocol_ranks(
         raise ValueError(f"unknown evaluation protocol(s) {unknown}; valid protocols are {list(PROTOCOL_SPECS)}")
     if embeddings.dtype.is_complex or embeddings.dtype == torch.bool:
         raise ValueError(f"embeddings must be a real-valued tensor, got dtype {embeddings.dtype}")
-    if isinstance(csls_k, bool) or not isinstance(csls_k, int) or csls_k < 0:
-        raise ValueError(f"csls_k must be a non-negative int, got {csls_k!r}")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
-    if not (isinstance(tie_tolerance, (int, float)) and 0 <= tie_tolerance < 0.1):
-        raise ValueError(f"tie_tolerance must be a float in [0, 0.1), got {tie_tolerance!r}")
+    check_ranking_options(csls_k, chunk_size, tie_tolerance)
     if csls_k == 0 and any(PROTOCOL_SPECS[name].csls for name in protocols):
         # CSLS with no neighbours is the plain cosine (rank_targets' csls_k=0)
         plain = {"csls": "standard", "csls_r2l": "r2l"}

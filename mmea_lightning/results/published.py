@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from mmea_lightning.data.errors import DataFormatError
+from mmea_lightning.results.yaml_reader import YamlReader, mapping_nodes
 
 __all__ = ["ANCHOR_METRICS", "Anchor", "Published", "Setting", "load_published", "ratio_key"]
 
@@ -96,50 +96,8 @@ class Published:
         return next((a for a in self.anchors if a.key == wanted), None)
 
 
-def _nodes(mapping: yaml.MappingNode) -> dict[str, yaml.Node]:
-    return {key.value: value for key, value in mapping.value if isinstance(key, yaml.ScalarNode)}
-
-
-class _Reader:
-    """Checks one node at a time and raises with the node's line."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def fail(self, node: yaml.Node | None, problem: str, fix: str) -> DataFormatError:
-        return DataFormatError(self.path, problem, line=node.start_mark.line + 1 if node is not None else None,
-                               fix=fix)
-
-    def mapping(self, node: yaml.Node | None, what: str, required: tuple[str, ...],
-                optional: tuple[str, ...] = ()) -> dict[str, yaml.Node]:
-        if not isinstance(node, yaml.MappingNode):
-            raise self.fail(node, f"{what} must be a mapping.", f"write {what} as 'key: value' pairs.")
-        fields = _nodes(node)
-        missing = [key for key in required if key not in fields]
-        if missing:
-            raise self.fail(node, f"{what} lacks {', '.join(missing)}.", f"add {', '.join(missing)}.")
-        unknown = sorted(set(fields) - set(required) - set(optional))
-        if unknown:
-            raise self.fail(node, f"{what} has unknown keys {unknown}.",
-                            f"use only {', '.join(required + optional)}.")
-        return fields
-
-    def value(self, node: yaml.Node, kind: type, what: str) -> Any:
-        value = yaml.safe_load(yaml.serialize(node))
-        ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value, ok = float(value), True
-        if not ok or (kind is str and not value):
-            raise self.fail(node, f"{what} is {value!r}, not a {'non-empty ' if kind is str else ''}{kind.__name__}.",
-                            f"give {what} as a {kind.__name__}.")
-        return value
-
-    def fraction(self, node: yaml.Node, what: str) -> float:
-        value = self.value(node, float, what)
-        if not 0.0 <= value <= 1.0:
-            raise self.fail(node, f"{what} is {value}, not a fraction in [0, 1].",
-                            "write metrics as fractions (0.658, not 65.8).")
-        return value
+class _Reader(YamlReader):
+    """A :class:`YamlReader` that also reads an anchor's setting."""
 
     def setting(self, fields: Mapping[str, yaml.Node], what: str) -> Setting:
         return Setting(seeds=self.value(fields["seeds"], str, f"{what} seeds"),
@@ -152,22 +110,15 @@ def load_published(path: str | Path) -> Published:
     """Read and check ``path`` (see ``results/published.yaml``): every anchor names a known source, its metrics are
     fractions, and no two anchors share model, dataset, seed ratio and setting."""
     path = Path(path)
-    if not path.is_file():
-        raise DataFormatError(path, "the file of published figures does not exist.",
-                              fix="pass --published with the path of results/published.yaml.")
     reader = _Reader(path)
-    try:
-        root = yaml.compose(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        raise DataFormatError(path, f"not valid YAML: {err}", line=mark.line + 1 if mark else None,
-                              fix="fix the YAML syntax.") from err
+    root = reader.compose("the file of published figures",
+                          fix_missing="pass --published with the path of results/published.yaml.")
     top = reader.mapping(root, "the file", ("protocol", "sources", "grid", "anchors"))
     protocol = reader.value(top["protocol"], str, "protocol")
     if not isinstance(top["sources"], yaml.MappingNode):
         raise reader.fail(top["sources"], "sources must be a mapping of keys to sources.", "see the file's header.")
     sources = {}
-    for key, node in _nodes(top["sources"]).items():
+    for key, node in mapping_nodes(top["sources"]).items():
         fields = reader.mapping(node, f"source {key!r}", ("title", "where"))
         sources[key] = Source(key, reader.value(fields["title"], str, f"source {key!r} title"),
                               reader.value(fields["where"], str, f"source {key!r} where"))

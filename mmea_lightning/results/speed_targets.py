@@ -17,7 +17,8 @@ from pathlib import Path
 import yaml
 
 from mmea_lightning.data.errors import DataFormatError
-from mmea_lightning.results.published import Source, _nodes, _Reader
+from mmea_lightning.results.published import Source
+from mmea_lightning.results.yaml_reader import YamlReader, mapping_nodes
 
 __all__ = ["BENCHMARK_FIELDS", "Bound", "Measure", "SpeedTarget", "SpeedTargets", "TargetResult", "check_targets",
            "load_speed_targets"]
@@ -102,7 +103,7 @@ _MEASURE_KEYS = ("benchmark", "model", "dataset", "field")
 _FIX = "see the header of results/speed_targets.yaml."
 
 
-def _measure(reader: _Reader, node: yaml.Node, what: str) -> Measure:
+def _measure(reader: YamlReader, node: yaml.Node, what: str) -> Measure:
     fields = reader.mapping(node, what, _MEASURE_KEYS, ("path", "override"))
     benchmark = reader.value(fields["benchmark"], str, f"{what} benchmark")
     if benchmark not in BENCHMARK_FIELDS:
@@ -125,14 +126,14 @@ def _measure(reader: _Reader, node: yaml.Node, what: str) -> Measure:
                    line=node.start_mark.line + 1)
 
 
-def _positive(reader: _Reader, node: yaml.Node, what: str) -> float:
+def _positive(reader: YamlReader, node: yaml.Node, what: str) -> float:
     value = reader.value(node, float, what)
     if not value > 0:
         raise reader.fail(node, f"{what} is {value}, not a positive number.", f"give {what} as a positive number.")
     return value
 
 
-def _bound(reader: _Reader, node: yaml.Node) -> Bound:
+def _bound(reader: YamlReader, node: yaml.Node) -> Bound:
     if isinstance(node, yaml.ScalarNode):
         return Bound(factor=1.0, of=_positive(reader, node, "at_most"))
     fields = reader.mapping(node, "at_most", ("factor", "of"), ("of_what",))
@@ -150,21 +151,14 @@ def load_speed_targets(path: str | Path) -> SpeedTargets:
     """Read and check ``path`` (see ``results/speed_targets.yaml``): every target names a known source, reads a
     known figure of a known benchmark, has a positive bound and a name no other target has."""
     path = Path(path)
-    if not path.is_file():
-        raise DataFormatError(path, "the file of speed targets does not exist.",
-                              fix="pass --speed-targets with the path of results/speed_targets.yaml.")
-    reader = _Reader(path)
-    try:
-        root = yaml.compose(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        raise DataFormatError(path, f"not valid YAML: {err}", line=mark.line + 1 if mark else None,
-                              fix="fix the YAML syntax.") from err
+    reader = YamlReader(path)
+    root = reader.compose("the file of speed targets",
+                          fix_missing="pass --speed-targets with the path of results/speed_targets.yaml.")
     top = reader.mapping(root, "the file", ("sources", "targets"))
     if not isinstance(top["sources"], yaml.MappingNode):
         raise reader.fail(top["sources"], "sources must be a mapping of keys to sources.", _FIX)
     sources = {}
-    for key, node in _nodes(top["sources"]).items():
+    for key, node in mapping_nodes(top["sources"]).items():
         fields = reader.mapping(node, f"source {key!r}", ("title", "where"))
         sources[key] = Source(key, reader.value(fields["title"], str, f"source {key!r} title"),
                               reader.value(fields["where"], str, f"source {key!r} where"))

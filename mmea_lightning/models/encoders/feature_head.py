@@ -5,24 +5,9 @@ from __future__ import annotations
 import warnings
 
 import torch
-from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
+from torch import nn
 
-
-class _SparseTableMatmul(torch.autograd.Function):
-    """``table @ weight_t`` for a constant sparse CSR ``table (N, F)`` and a dense ``weight_t (F, d)``; the backward
-    multiplies by the table's transpose, prepared once (``torch.sparse.mm``'s own backward transposes the CSR table
-    -- a sort of every non-zero -- at every step)."""
-
-    @staticmethod
-    def forward(ctx, weight_t: Tensor, table: Tensor, table_t: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.table_t = table_t
-        return torch.sparse.mm(table, weight_t)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
-        return torch.sparse.mm(ctx.table_t, grad.contiguous()), None, None
+from mmea_lightning.models.encoders.sparse_matmul import ConstantSparseMatmul
 
 
 class FeatureHead(nn.Module):
@@ -52,6 +37,6 @@ class FeatureHead(nn.Module):
         if self.sparse:
             weight_t = self.linear.weight.t()
             if torch.is_grad_enabled() and weight_t.requires_grad:
-                return _SparseTableMatmul.apply(weight_t, self.table, self.table_t) + self.linear.bias
+                return ConstantSparseMatmul.apply(weight_t, self.table, self.table_t) + self.linear.bias
             return torch.sparse.mm(self.table, weight_t) + self.linear.bias
         return self.linear(self.table)

@@ -8,23 +8,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 from torch_geometric.nn import GCNConv
 
-
-class _AdjacencyMatmul(torch.autograd.Function):
-    """``adjacency @ x`` for a constant sparse CSR ``adjacency``; the backward multiplies by its transpose, prepared
-    once (``torch.sparse.mm``'s own backward transposes the CSR matrix -- a sort and two conversions -- every step)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, adjacency: Tensor, transpose: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.transpose = transpose
-        return torch.sparse.mm(adjacency, x)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
-        return torch.sparse.mm(ctx.transpose, grad.contiguous()), None, None
+from mmea_lightning.models.encoders.sparse_matmul import ConstantSparseMatmul
 
 
 class GCNEncoder(nn.Module):
@@ -65,7 +51,7 @@ class GCNEncoder(nn.Module):
         for i, layer in enumerate(self.layers):
             if fast:
                 h = layer.lin(x)
-                x = (_AdjacencyMatmul.apply(h, adjacency, transpose) if transpose is not None
+                x = (ConstantSparseMatmul.apply(h, adjacency, transpose) if transpose is not None
                      else torch.sparse.mm(adjacency, h))
                 if layer.bias is not None:
                     x = x + layer.bias
