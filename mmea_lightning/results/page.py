@@ -196,14 +196,13 @@ def protocols_table(runs: pd.DataFrame, published: Published) -> str:
     shown = [p for p in PROTOCOLS_SHOWN if f"{p}/hits@1" in runs]
     if not shown:
         return "No run reports Hits@1 under any test protocol."
-    base = page_rows(runs, published, published.protocol if published.protocol in shown else shown[0])
+    per_protocol = {p: page_rows(runs, published, p) for p in shown}
+    reference = published.protocol if published.protocol in shown else shown[0]
+    base = per_protocol[reference]  # its rows carry the anchors
     keys = [*ROW_KEYS, SETTING]
-    per_protocol = {}
-    for p in shown:  # the same groups in the same order under every protocol (only the metric columns differ)
-        table = page_rows(runs, published, p)
+    for p, table in per_protocol.items():  # the same groups in the same order (only the metric columns differ)
         if not table[keys].astype(str).equals(base[keys].astype(str)):
-            raise AssertionError(f"the page's rows under protocol {p!r} are not those under {published.protocol!r}")
-        per_protocol[p] = table
+            raise AssertionError(f"the page's rows under protocol {p!r} are not those under {reference!r}")
     header = ["label", "model", "dataset", "ratio", "setting", "n", *(f"`{p}`" for p in shown),
               f"pub. {LABELS['hits@1']}"]
     body = []

@@ -50,7 +50,7 @@ from mmea_lightning.seeds.numeric_values import NUMERIC_VALUE
 log = logging.getLogger(__name__)
 
 __all__ = ["PairLoss", "TuningModelFactory", "build_tuning_model", "dense_table", "describe_factory",
-           "fit_tuning_model", "tuned_embeddings"]
+           "fit_tuning_model", "has_value", "tuned_embeddings"]
 
 
 class TuningModelFactory(Protocol):
@@ -87,16 +87,25 @@ def describe_factory(factory: Callable) -> dict:
     return {"target": f"{getattr(factory, '__module__', '')}.{name}", **keywords}
 
 
-def dense_table(features: FeatureSet, name: str) -> Tensor:
-    """``(N, d)`` float32: the modality's table, rows L2-normalised, zero where the entity has no real value.
+def _table_name(name: str) -> str:
+    """The feature table a modality reads: ``numeric_value`` reads the ``numeric`` table (see the module docstring)."""
+    return "numeric" if name == NUMERIC_VALUE else name
 
-    ``numeric_value`` reads the ``numeric`` table (see the module docstring)."""
-    if name == NUMERIC_VALUE:
-        name = "numeric"
-    x = features.modalities[name].float()
+
+def has_value(features: FeatureSet, name: str) -> Tensor:
+    """``(N,)`` bool: the entity has a real value of the modality (a non-zero row, not masked out): exactly the
+    non-zero rows of :func:`dense_table`."""
+    name = _table_name(name)
+    present = (features.modalities[name] != 0).any(dim=1)
     mask = features.masks.get(name)
-    if mask is not None:
-        x = x * mask.to(x.dtype).unsqueeze(1)
+    return present if mask is None else present & mask.to(torch.bool)
+
+
+def dense_table(features: FeatureSet, name: str) -> Tensor:
+    """``(N, d)`` float32: the modality's table, rows L2-normalised, zero where the entity has no real value
+    (:func:`has_value`)."""
+    x = features.modalities[_table_name(name)].float()
+    x = x * has_value(features, name).to(x.dtype).unsqueeze(1)
     return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
@@ -122,7 +131,7 @@ def tuned_embeddings(model: nn.Module, features: FeatureSet, heads: Sequence[str
     with torch.no_grad():
         out = dict(model())
     for m in heads:
-        missing = ~(dense_table(features, m) != 0).any(dim=1)
+        missing = ~has_value(features, m)
         if bool(missing.any()):
             out[m] = out[m].masked_fill(missing.to(out[m].device)[:, None], 0.0)
     return out
